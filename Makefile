@@ -1,0 +1,42 @@
+# Optimization for Deep Learning: the two commands are `make book` and `make test`.
+# Both create .venv and install what they need on first use.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+JB     := $(VENV)/bin/jupyter-book
+
+.DEFAULT_GOAL := help
+.PHONY: help install book test lab clean
+
+help:
+	@echo "make book    build the HTML book into _build/html (executes chapters, cached)"
+	@echo "make test    run the whole test suite (kernels, notebooks, book build)"
+	@echo "make lab     open JupyterLab on the repository"
+	@echo "make clean   remove build outputs (keeps .venv)"
+
+# (Re)install when the dependency lists change.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@touch $@
+
+install: $(STAMP)
+
+book: $(STAMP)
+	$(JB) build . --builder html
+	@echo ""
+	@echo "The book is built. Open it in a browser:"
+	@echo "    file://$(CURDIR)/_build/html/index.html"
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab
+
+clean:
+	rm -rf _build .pytest_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+	find . -path ./$(VENV) -prune -o -name .ipynb_checkpoints -type d -exec rm -rf {} +

@@ -1,0 +1,284 @@
+"""One figure style for the whole book, and small helpers that draw data onto Axes.
+
+Every helper takes data (or a landscape to evaluate on a grid) and an optional
+``ax``, draws, and returns the Axes: no training happens here and no global figure
+state is kept. A chapter calls :func:`use_style` once at the top.
+
+    >>> from book import plotting
+    >>> from book.landscapes import rosenbrock
+    >>> plotting.use_style()
+    >>> ax = plotting.contour(rosenbrock, log=True)
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Callable, Mapping, Sequence
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+__all__ = [
+    "COLORS",
+    "STYLE",
+    "use_style",
+    "color",
+    "grid",
+    "contour",
+    "surface",
+    "trajectory",
+    "gradient_field",
+    "curves",
+    "to_png",
+]
+
+# Okabe & Ito's palette: distinguishable with every common colour-vision deficiency.
+COLORS = [
+    "#0072B2",  # blue
+    "#D55E00",  # vermillion
+    "#009E73",  # green
+    "#CC79A7",  # purple
+    "#E69F00",  # orange
+    "#56B4E9",  # sky blue
+    "#000000",  # black
+    "#F0E442",  # yellow (last: poor on white)
+]
+
+STYLE: dict = {
+    "figure.figsize": (6.4, 4.0),
+    "figure.dpi": 100,
+    "savefig.dpi": 120,
+    "figure.constrained_layout.use": True,
+    "axes.prop_cycle": matplotlib.cycler(color=COLORS),
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "legend.fontsize": 9,
+    "legend.frameon": False,
+    "lines.linewidth": 1.8,
+    "image.cmap": "viridis",
+}
+"""The rcParams every figure in the book uses."""
+
+
+def use_style() -> None:
+    """Apply the book's figure style (call once at the top of a notebook)."""
+    matplotlib.rcParams.update(STYLE)
+
+
+def color(i: int) -> str:
+    """The ``i``-th colour of the book's palette (wrapping around)."""
+    return COLORS[i % len(COLORS)]
+
+
+def _axes(ax, projection=None):
+    if ax is not None:
+        return ax
+    fig = plt.figure()
+    return fig.add_subplot(projection=projection)
+
+
+def grid(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    xlim: Sequence[float],
+    ylim: Sequence[float],
+    n: int = 200,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Evaluate a 2-D function on an ``n x n`` grid; returns NumPy ``X, Y, Z``.
+
+    ``f`` takes a ``(..., 2)`` tensor (every landscape in :mod:`book.landscapes` does).
+    The grid is evaluated in float64 on the CPU: plots need no accelerator.
+    """
+    xs = torch.linspace(float(xlim[0]), float(xlim[1]), n, dtype=torch.float64)
+    ys = torch.linspace(float(ylim[0]), float(ylim[1]), n, dtype=torch.float64)
+    X, Y = torch.meshgrid(xs, ys, indexing="xy")
+    with torch.no_grad():
+        Z = f(torch.stack([X, Y], dim=-1))
+    return X.numpy(), Y.numpy(), Z.detach().cpu().numpy()
+
+
+def _limits(f, xlim, ylim):
+    xlim = xlim if xlim is not None else getattr(f, "xlim", (-2.0, 2.0))
+    ylim = ylim if ylim is not None else getattr(f, "ylim", (-2.0, 2.0))
+    return xlim, ylim
+
+
+def contour(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    xlim: Sequence[float] | None = None,
+    ylim: Sequence[float] | None = None,
+    ax=None,
+    levels: int = 30,
+    log: bool = False,
+    filled: bool = True,
+    show_minima: bool = True,
+    n: int = 200,
+):
+    """Contour plot of a 2-D landscape, with its known minima marked as stars.
+
+    Args:
+        f: a landscape (or any function of ``(..., 2)`` tensors).
+        xlim, ylim: the window; defaults to the landscape's own.
+        ax: Axes to draw on (a new figure when omitted).
+        levels: number of contour levels.
+        log: space the levels logarithmically (for functions like Rosenbrock whose
+            values span many orders of magnitude).
+        filled: filled contours (``contourf``) under thin lines.
+        show_minima: mark ``f.minima`` with stars.
+    """
+    ax = _axes(ax)
+    xlim, ylim = _limits(f, xlim, ylim)
+    X, Y, Z = grid(f, xlim, ylim, n)
+    if log:
+        shift = Z.min()
+        Zp = Z - shift + 1e-3 * (Z.max() - shift + 1e-12)
+        lv = np.geomspace(Zp.min(), Zp.max(), levels)
+        norm = matplotlib.colors.LogNorm(vmin=lv[0], vmax=lv[-1])
+        if filled:
+            ax.contourf(X, Y, Zp, levels=lv, norm=norm, alpha=0.85)
+        ax.contour(X, Y, Zp, levels=lv, colors="k", linewidths=0.3, alpha=0.5)
+    else:
+        if filled:
+            ax.contourf(X, Y, Z, levels=levels, alpha=0.85)
+        ax.contour(X, Y, Z, levels=levels, colors="k", linewidths=0.3, alpha=0.5)
+    if show_minima:
+        for m in getattr(f, "minima", ()):
+            ax.plot(m[0], m[1], marker="*", color="white", markeredgecolor="k", markersize=14, zorder=5)
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ax.set_xlabel("$x$")
+    ax.set_ylabel("$y$")
+    ax.grid(False)
+    if getattr(f, "name", None):
+        ax.set_title(f.name)
+    return ax
+
+
+def surface(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    xlim: Sequence[float] | None = None,
+    ylim: Sequence[float] | None = None,
+    ax=None,
+    n: int = 80,
+    log: bool = False,
+    elev: float = 35,
+    azim: float = -60,
+):
+    """3-D surface plot of a 2-D landscape; returns the 3-D Axes.
+
+    ``ax`` must have been created with ``projection="3d"`` if given. With ``log=True``
+    the height is ``log10(1 + f - min f)``, which keeps deep valleys visible.
+    """
+    ax = _axes(ax, projection="3d")
+    xlim, ylim = _limits(f, xlim, ylim)
+    X, Y, Z = grid(f, xlim, ylim, n)
+    if log:
+        Z = np.log10(1.0 + Z - Z.min())
+    ax.plot_surface(X, Y, Z, cmap="viridis", linewidth=0, antialiased=True, alpha=0.9)
+    ax.view_init(elev=elev, azim=azim)
+    ax.set_xlabel("$x$")
+    ax.set_ylabel("$y$")
+    ax.set_zlabel(r"$\log_{10}(1 + f - f_{\min})$" if log else "$f$")
+    if getattr(f, "name", None):
+        ax.set_title(f.name)
+    return ax
+
+
+def trajectory(
+    points,
+    ax=None,
+    label: str | None = None,
+    color: str | None = None,
+    marker: str = "o",
+    markersize: float = 3,
+    every: int = 1,
+):
+    """Draw an optimizer's path: ``points`` is a ``(steps + 1, 2)`` tensor or array.
+
+    The start is a hollow circle and the last point a filled one. ``every`` thins
+    the markers (not the line) for long runs.
+    """
+    ax = _axes(ax)
+    p = points.detach().cpu().numpy() if isinstance(points, torch.Tensor) else np.asarray(points)
+    if p.ndim != 2 or p.shape[1] != 2:
+        raise ValueError(f"trajectory expects points of shape (n, 2), got {p.shape}")
+    (line,) = ax.plot(p[:, 0], p[:, 1], "-", color=color, label=label, linewidth=1.4)
+    c = line.get_color()
+    ax.plot(p[::every, 0], p[::every, 1], marker, color=c, markersize=markersize, linestyle="none")
+    ax.plot(p[0, 0], p[0, 1], "o", markerfacecolor="white", markeredgecolor=c, markersize=8, zorder=6)
+    ax.plot(p[-1, 0], p[-1, 1], "o", color=c, markersize=7, zorder=6)
+    return ax
+
+
+def gradient_field(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    xlim: Sequence[float] | None = None,
+    ylim: Sequence[float] | None = None,
+    ax=None,
+    n: int = 17,
+    normalize: bool = True,
+    color: str = "white",
+):
+    """Arrows of the negative gradient (the direction of steepest descent) on a grid.
+
+    With ``normalize=True`` every arrow has the same length and only shows direction;
+    the colour of the contour plot underneath already shows the size.
+    """
+    ax = _axes(ax)
+    xlim, ylim = _limits(f, xlim, ylim)
+    xs = torch.linspace(float(xlim[0]), float(xlim[1]), n, dtype=torch.float64)
+    ys = torch.linspace(float(ylim[0]), float(ylim[1]), n, dtype=torch.float64)
+    X, Y = torch.meshgrid(xs, ys, indexing="xy")
+    P = torch.stack([X, Y], dim=-1).requires_grad_(True)
+    with torch.enable_grad():
+        (G,) = torch.autograd.grad(f(P).sum(), P)
+    U, V = -G[..., 0], -G[..., 1]
+    if normalize:
+        norm = torch.sqrt(U**2 + V**2).clamp_min(1e-12)
+        U, V = U / norm, V / norm
+    ax.quiver(X.numpy(), Y.numpy(), U.numpy(), V.numpy(), color=color, alpha=0.8, width=0.003)
+    return ax
+
+
+def curves(
+    ys: Mapping[str, Sequence[float]],
+    ax=None,
+    x=None,
+    logy: bool = False,
+    xlabel: str = "step",
+    ylabel: str = "",
+    title: str | None = None,
+):
+    """Plot several named curves (loss, error, gradient norm ...) on one Axes.
+
+    Args:
+        ys: label -> sequence of values (lists, arrays or 1-D tensors).
+        x: shared x values; defaults to 0, 1, 2, ...
+        logy: logarithmic y axis (for errors that shrink geometrically).
+    """
+    ax = _axes(ax)
+    for i, (label, values) in enumerate(ys.items()):
+        v = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+        xv = np.arange(len(v)) if x is None else np.asarray(x)
+        ax.plot(xv, v, label=label, color=color(i))
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    if len(ys) > 1:
+        ax.legend()
+    return ax
+
+
+def to_png(fig) -> bytes:
+    """Render a figure to PNG bytes (used for static fallbacks of the explorers)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=STYLE["savefig.dpi"])
+    return buf.getvalue()
