@@ -25,6 +25,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 book: $(STAMP)
+	@$(PY) -m book._bookbuild .
 	$(JB) build . --builder html
 	@echo ""
 	@echo "The book is built. Open it in a browser:"

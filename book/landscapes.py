@@ -372,12 +372,14 @@ def layer_gradient_norms(
         raise ValueError(f"depth, width and batch_size must be >= 1, got {depth}, {width}, {batch_size}")
     phi = _ACTIVATIONS[activation]
     std = 1.0 / math.sqrt(width) if weight_std is None else float(weight_std)
+    # Draw in float64 on the CPU, then cast: the same seed gives the same network in
+    # every dtype and on every device.
     g = torch.Generator(device="cpu").manual_seed(seed)
     weights = [
-        (torch.randn(width, width, generator=g, dtype=dtype) * std).to(device).requires_grad_(True)
+        (torch.randn(width, width, generator=g, dtype=torch.float64) * std).to(device, dtype).requires_grad_(True)
         for _ in range(depth)
     ]
-    h = torch.randn(batch_size, width, generator=g, dtype=dtype).to(device)  # (B, width)
+    h = torch.randn(batch_size, width, generator=g, dtype=torch.float64).to(device, dtype)  # (B, width)
     for W in weights:
         h = phi(h @ W.T)
     loss = 0.5 * (h**2).sum(dim=1).mean()

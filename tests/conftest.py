@@ -1,7 +1,6 @@
 """Shared fixtures: run device-dependent tests once per available device.
 
-Also orders the session: unit tests, then the chapter notebooks (nbval), then the
-book build, which reuses the notebooks nbval has just executed (see test_book.py).
+The session-wide hooks (test order, keeping nbval's results) are in ../conftest.py.
 """
 
 from __future__ import annotations
@@ -24,9 +23,3 @@ def device(request) -> torch.device:
 def dtype(request) -> torch.dtype:
     return request.param
 
-
-def pytest_collection_modifyitems(session, config, items):
-    """Move the book build after everything else, so it can reuse nbval's executions."""
-    last = [item for item in items if item.get_closest_marker("book_build")]
-    rest = [item for item in items if not item.get_closest_marker("book_build")]
-    items[:] = rest + last

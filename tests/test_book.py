@@ -1,0 +1,147 @@
+"""The book as a whole: its table of contents, its notebooks as committed, and its build.
+
+The build test runs last (tests/conftest.py orders it). It reuses the chapters that
+nbval executed earlier in the same session, so each chapter runs once per `make test`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from book import _bookbuild
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted(
+    p for d in ("chapters", "exercises", "solutions") for p in (ROOT / d).glob("*.ipynb")
+)
+CHAPTER_TIME_LIMIT_S = 60.0
+
+
+def toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        for entry in part.get("chapters", []):
+            files.append(entry["file"])
+            files.extend(s["file"] for s in entry.get("sections", []))
+    return files
+
+
+def resolve(entry: str) -> Path | None:
+    for suffix in (".ipynb", ".md"):
+        if (ROOT / (entry + suffix)).exists():
+            return ROOT / (entry + suffix)
+    return None
+
+
+def test_toc_entries_exist():
+    missing = [f for f in toc_files() if resolve(f) is None]
+    assert not missing, f"_toc.yml lists files that do not exist: {missing}"
+
+
+def test_every_chapter_is_in_the_toc():
+    listed = set(toc_files())
+    absent = [p.name for p in CHAPTERS if f"chapters/{p.stem}" not in listed]
+    assert not absent, f"chapters missing from _toc.yml: {absent}"
+
+
+def test_chapter_slugs_match_across_folders():
+    """One chapter = one slug: an exercise or solution notebook names an existing chapter."""
+    slugs = {p.stem for p in CHAPTERS}
+    for folder in ("exercises", "solutions"):
+        for p in (ROOT / folder).glob("*.ipynb"):
+            assert p.stem in slugs, f"{folder}/{p.name} has no chapter chapters/{p.name}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[str(p.relative_to(ROOT)) for p in NOTEBOOKS])
+def test_notebook_committed_without_outputs(path):
+    nb = json.loads(path.read_text())
+    dirty = [
+        i
+        for i, c in enumerate(nb["cells"])
+        if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count") is not None)
+    ]
+    assert not dirty, f"{path.name}: cells {dirty} have outputs; outputs are produced by the build"
+    assert nb["metadata"].get("kernelspec", {}).get("name") == "python3"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.name for p in CHAPTERS])
+def test_chapter_follows_the_pattern(path):
+    """A title, a seeded device-agnostic start, an explorer, takeaways, references."""
+    nb = json.loads(path.read_text())
+    md = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    assert re.match(r"# \d+\. ", "".join(nb["cells"][0]["source"])), "first cell must be '# N. Title'"
+    assert len(re.findall(r"^# ", md, flags=re.M)) == 1, "exactly one top-level heading"
+    assert "seed_everything(" in code and "device()" in code
+    assert "explorer(" in code, "each chapter has one interactive explorer"
+    assert "{cite}" in md, "each chapter cites its sources"
+    assert re.search(r"^## Takeaways", md, flags=re.M)
+    assert f"exercises/{path.stem}.ipynb" in md, "each chapter points to its exercises"
+
+
+def _nbval_executions(session) -> dict[Path, tuple[object, float]]:
+    """Notebooks that nbval executed in this session with every cell passing."""
+    by_notebook: dict[Path, list] = {}
+    for item in session.items:
+        if type(item).__name__ == "IPyNbCell":
+            by_notebook.setdefault(Path(str(item.parent.path)), []).append(item)
+    done = {}
+    for path, items in by_notebook.items():
+        reports = [r for item in items for r in getattr(item, "book_reports", [])]
+        calls = [r for r in reports if r.when == "call"]
+        if len(calls) != len(items) or not all(r.passed for r in reports):
+            continue  # not run, or failed: leave it to the build
+        nb = items[0].parent.nb
+        for n, item in enumerate(items, start=1):
+            item.cell.outputs = list(item.test_outputs or [])
+            for out in item.cell.outputs:
+                if out.get("output_type") == "execute_result":
+                    out["execution_count"] = n
+            item.cell.execution_count = n
+        done[path] = (nb, sum(r.duration for r in reports))
+    return done
+
+
+@pytest.mark.book_build
+def test_book_builds_without_warnings(request):
+    """`jupyter-book build` with warnings as errors; every chapter runs within its budget."""
+    executed = _nbval_executions(request.session)
+    slow = {p.name: round(t, 1) for p, (_, t) in executed.items() if t > CHAPTER_TIME_LIMIT_S}
+    for path, (nb, seconds) in executed.items():
+        _bookbuild.cache_executed_notebook(ROOT, path, nb, seconds)
+    if executed:
+        timings = ", ".join(f"{p.name} {t:.1f} s" for p, (_, t) in sorted(executed.items()))
+        print(f"\nchapter execution times (nbval): {timings}")
+
+    _bookbuild.sync_cache(ROOT)
+    jb = Path(sys.executable).with_name("jupyter-book")
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [str(jb), "build", str(ROOT), "--builder", "html", "--warningiserror", "--keep-going"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    elapsed = time.perf_counter() - start
+    log = proc.stdout[-6000:] + proc.stderr[-6000:]
+    assert proc.returncode == 0, f"book build failed (exit {proc.returncode}):\n{log}"
+    print(f"book build: {elapsed:.1f} s")
+
+    html = ROOT / "_build" / "html"
+    assert (html / "index.html").exists()
+    for chapter in CHAPTERS:
+        page = (html / "chapters" / f"{chapter.stem}.html").read_text()
+        assert "<img" in page, f"{chapter.name}: no figure in the built page"
+        assert 'class="math' in page, f"{chapter.name}: no math in the built page"
+        assert "Traceback" not in page, f"{chapter.name}: a traceback in the built page"
+    assert not slow, f"chapters over the {CHAPTER_TIME_LIMIT_S:.0f} s budget: {slow}"
