@@ -8,12 +8,14 @@ STAMP  := $(VENV)/.installed
 JB     := $(VENV)/bin/jupyter-book
 
 .DEFAULT_GOAL := help
-.PHONY: help install book test lab clean
+.PHONY: help install book test lab clean exercises grade
 
 help:
 	@echo "make book    build the HTML book into _build/html (executes chapters, cached)"
 	@echo "make test    run the whole test suite (kernels, notebooks, book build)"
 	@echo "make lab     open JupyterLab on the repository"
+	@echo "make exercises  regenerate exercises/ from solutions/"
+	@echo "make grade NB=path  grade notebooks (files or folders) from the shell"
 	@echo "make clean   remove build outputs (keeps .venv)"
 
 # (Re)install when the dependency lists change.
@@ -33,6 +35,12 @@ book: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+exercises: $(STAMP)
+	$(PY) -m book.grading.exercises
+
+grade: $(STAMP)
+	$(VENV)/bin/book-grade $(or $(NB),exercises)
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab
