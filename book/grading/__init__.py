@@ -21,6 +21,7 @@ import html
 import inspect
 import os
 import sys
+import textwrap
 
 from book.grading.core import Case, Mistake, Question, Result, judge
 
@@ -104,7 +105,7 @@ def _evaluate(question: Question, fn) -> Result:
         return Result(question.id, 0, question.points, False,
                       f"define a function named `{question.function}` first (and run its cell)")
     try:
-        source = inspect.getsource(fn)
+        source = textwrap.dedent(inspect.getsource(fn))
     except (OSError, TypeError):
         source = ""
     bad = forbidden_uses([source], question.forbidden, getattr(fn, "__name__", None)) if source else []

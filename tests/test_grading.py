@@ -1,0 +1,393 @@
+"""The grader is trusted only as far as these tests go.
+
+Driven by the question registry, so a chapter that adds questions is covered here
+without touching this file: every solution scores full marks, every untouched exercise
+zero, every known mistake less than full marks with its name in the message, and no
+attack on the grader scores more than the untouched stub.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from book.grading import check, check_all
+from book.grading.__main__ import main as grade_main
+from book.grading.core import decode, encode, judge
+from book.grading.questions import all_questions, chapters, questions_for
+from book.grading.runner import grade_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+QUESTIONS = all_questions()
+CHAPTERS = chapters()
+TIMEOUT = 3.0  # seconds per answer cell / question for the attack notebooks
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def save(nb: dict, path: Path) -> Path:
+    path.write_text(json.dumps(nb))
+    return path
+
+
+def source(cell) -> str:
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def answer_cell(nb: dict, question_id: str) -> dict:
+    """The solution cell that defines the function of a question."""
+    fn = next(q.function for q in QUESTIONS if q.id == question_id)
+    for cell in nb["cells"]:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if meta.get("solution") and f"def {fn}(" in source(cell):
+            return cell
+    raise AssertionError(f"no answer cell defines {fn}")
+
+
+def solution_namespace(chapter: str) -> dict:
+    """Execute a solutions notebook's set-up and answer cells in a fresh namespace."""
+    nb = load(ROOT / "solutions" / f"{chapter}.ipynb")
+    ns: dict = {"__name__": "__main__"}
+    for cell in nb["cells"]:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if cell["cell_type"] == "code" and (meta.get("solution") or (meta.get("locked") and not meta.get("grade"))):
+            exec(compile(source(cell), f"<{chapter}>", "exec"), ns)
+    return ns
+
+
+# ---------------------------------------------------------------------------
+# The registry and the verdicts, in process
+
+
+def test_registry_is_well_formed():
+    assert QUESTIONS, "no questions registered"
+    for q in QUESTIONS:
+        assert q.points > 0 and q.function.isidentifier() and q.id
+        assert len(q.mistakes) >= 2, f"{q.id}: at least two known mistakes per question"
+        assert len(q.cases(torch.device("cpu"))) >= 3, f"{q.id}: several test inputs"
+    for chapter in CHAPTERS:
+        assert (ROOT / "solutions" / f"{chapter}.ipynb").exists(), f"no solutions notebook for {chapter}"
+        assert len(questions_for(chapter)) >= 3
+
+
+@pytest.mark.parametrize("q", QUESTIONS, ids=[q.id for q in QUESTIONS])
+def test_every_known_mistake_fails_and_is_named(q, device):
+    cases = list(q.cases(device))
+    for m in q.mistakes:
+        outputs = [m.fn(*c.args, **c.kwargs) for c in cases]
+        result = judge(q, cases, outputs)
+        assert not result.passed and result.points < q.points, f"{q.id}: mistake {m.name!r} passes"
+        assert m.name in result.message, f"{q.id}: the message does not name {m.name!r}: {result.message}"
+
+
+@pytest.mark.parametrize("q", QUESTIONS, ids=[q.id for q in QUESTIONS])
+def test_solution_passes_in_notebook_check_within_a_second(q, device, monkeypatch):
+    monkeypatch.setenv("BOOK_DEVICE", device.type)
+    ns = solution_namespace(q.chapter)
+    start = time.perf_counter()
+    feedback = check(q.id, fn=ns[q.function])
+    elapsed = time.perf_counter() - start
+    assert feedback.passed, feedback.result.message
+    assert feedback.result.points == q.points
+    assert elapsed < 1.0, f"{q.id}: feedback took {elapsed:.2f} s"
+    assert "passed" in feedback._repr_html_() and "PASS" in repr(feedback)
+
+
+@pytest.mark.parametrize("q", QUESTIONS, ids=[q.id for q in QUESTIONS])
+def test_known_mistakes_fail_in_notebook_check(q):
+    for m in q.mistakes:
+        feedback = check(q.id, fn=m.fn)
+        assert not feedback.passed and m.name in feedback.result.message
+
+
+def test_check_finds_the_function_in_the_callers_namespace():
+    ns = solution_namespace(CHAPTERS[0])
+    q = questions_for(CHAPTERS[0])[0]
+    ns["check"] = check
+    exec(f"result = check({q.id!r})", ns)
+    assert ns["result"].passed
+    summary = eval("check_all()", {**ns, "check_all": check_all})
+    assert summary.score == summary.max_score == sum(x.points for x in questions_for(CHAPTERS[0]))
+
+
+def test_check_on_a_stub_is_helpful_and_raises_under_nbgrader(monkeypatch):
+    q = QUESTIONS[0]
+
+    def stub(*args, **kwargs):
+        raise NotImplementedError()
+
+    feedback = check(q.id, fn=stub)
+    assert not feedback.passed and "not answered yet" in feedback.result.message
+    assert "not yet" in feedback._repr_html_()
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    with pytest.raises(AssertionError, match="not answered"):
+        check(q.id, fn=stub)
+
+
+def test_check_names_the_first_mismatch():
+    q = next(q for q in QUESTIONS if q.id == "quadratic_gradient")
+    feedback = check(q.id, fn=lambda A, b, x: A @ x - b + (x.abs() > 10).to(x.dtype) * 0 + 1e-3 * (x == x.max()))
+    msg = feedback.result.message
+    assert not feedback.passed and "on input" in msg and "index" in msg and "expected" in msg
+
+
+def test_check_unknown_question_lists_the_known_ones():
+    with pytest.raises(KeyError, match="quadratic_gradient"):
+        check("no_such_question")
+
+
+def test_check_refuses_the_librarys_own_implementation():
+    from book.gd import gradient_descent as library_gd
+
+    def gd_iterates(f, x0, lr, steps):
+        import book.gd
+
+        return book.gd.gradient_descent(f, x0, lr, steps)
+
+    assert library_gd is not None
+    feedback = check("gd_iterates", fn=gd_iterates)
+    assert not feedback.passed and "book.gd" in feedback.result.message
+
+
+def test_encode_decode_round_trip_gives_plain_tensors():
+    class Liar(torch.Tensor):
+        def __eq__(self, other):
+            return True
+
+    value = (torch.arange(6.0).reshape(2, 3).as_subclass(Liar), 3, 2.5, [True, None, "s"])
+    back = decode(json.loads(json.dumps(encode(value))))
+    assert type(back[0]) is torch.Tensor and torch.equal(back[0], torch.arange(6.0).reshape(2, 3))
+    assert back[1:] == (3, 2.5, [True, None, "s"])
+    with pytest.raises(ValueError):
+        decode({"type": "tensor", "dtype": "float32", "shape": [10], "data": ""})
+
+
+# ---------------------------------------------------------------------------
+# The command-line grader, in a child process
+
+
+@pytest.fixture(scope="module")
+def solution_reports():
+    return {c: grade_notebook(ROOT / "solutions" / f"{c}.ipynb") for c in CHAPTERS}
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_solutions_score_full_marks(chapter, solution_reports):
+    rep = solution_reports[chapter]
+    assert rep.score == rep.max_score == sum(q.points for q in questions_for(chapter)), rep.to_dict()
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_untouched_exercises_score_zero(chapter):
+    rep = grade_notebook(ROOT / "exercises" / f"{chapter}.ipynb")
+    assert rep.score == 0 and rep.max_score > 0
+    assert all("not answered yet" in r.message for r in rep.results), rep.to_dict()
+
+
+def test_exercises_are_generated_from_solutions():
+    from book.grading.exercises import main as exercises_main
+
+    assert exercises_main(["--check"]) == 0, "exercises/ is out of date: run `make exercises`"
+
+
+def test_exercise_notebooks_have_stubs_and_no_answers():
+    for chapter in CHAPTERS:
+        nb = load(ROOT / "exercises" / f"{chapter}.ipynb")
+        text = "".join(source(c) for c in nb["cells"])
+        assert "BEGIN SOLUTION" not in text and "raise NotImplementedError()" in text
+
+
+def _attack(tmp_path: Path, chapter: str, name: str, edit) -> Path:
+    """An exercise notebook (untouched stubs) with one attack written into it."""
+    nb = load(ROOT / "exercises" / f"{chapter}.ipynb")
+    nb = copy.deepcopy(nb)
+    edit(nb)
+    return save(nb, tmp_path / f"{chapter}-{name}.ipynb")
+
+
+def _prepend_to_answer(code: str, which: int = 0):
+    def edit(nb):
+        cells = [c for c in nb["cells"] if c.get("metadata", {}).get("nbgrader", {}).get("solution")]
+        cells[which]["source"] = code + "\n" + source(cells[which])
+    return edit
+
+
+def _replace_answer(question_id: str, code: str):
+    def edit(nb):
+        answer_cell(nb, question_id)["source"] = code
+    return edit
+
+
+GD = "02_gradient_descent"
+
+ATTACKS = {
+    "infinite_loop_in_function": _replace_answer(
+        "gd_iterates", "def gd_iterates(f, x0, lr, steps):\n    while True:\n        pass\n"),
+    "infinite_loop_catching_the_alarm": _replace_answer(
+        "gd_iterates",
+        "def gd_iterates(f, x0, lr, steps):\n    while True:\n        try:\n            while True:\n"
+        "                pass\n        except BaseException:\n            pass\n"),
+    "os_exit_in_cell": _prepend_to_answer("import os\nos._exit(0)"),
+    "os_exit_in_function": _replace_answer(
+        "newton_step", "import os\ndef newton_step(f, x):\n    os._exit(0)\n"),
+    "sys_exit": _prepend_to_answer("import sys\nsys.exit()"),
+    "print_passed": _prepend_to_answer(
+        "print('PASS passed 100 %'); print('{\"event\": \"result\", \"id\": \"gd_iterates\"}')"),
+    "redefine_check_and_grader": _prepend_to_answer(
+        "import book.grading, book.grading.core\n"
+        "def check(*a, **k):\n    print('passed')\n    return True\n"
+        "book.grading.check = check\n"
+        "book.grading.core.judge = lambda *a, **k: None\n"
+        "book.grading.core.compare = lambda *a, **k: None\n"),
+    "monkeypatch_torch_and_book": _prepend_to_answer(
+        "import torch, torch.testing, book, book.gd\n"
+        "torch.allclose = lambda *a, **k: True\n"
+        "torch.isclose = lambda a, b, **k: torch.ones_like(a, dtype=torch.bool)\n"
+        "torch.testing.assert_close = lambda *a, **k: None\n"
+        "torch.Tensor.__eq__ = lambda *a: True\n"
+        "book.gd.gradient_descent = lambda *a, **k: torch.zeros(1)\n"),
+    "fake_result_files": _prepend_to_answer(
+        "import json, os, tempfile\n"
+        "for p in ['grades.json', 'results.json', os.path.join(tempfile.gettempdir(), 'grades.json')]:\n"
+        "    open(p, 'w').write(json.dumps({'score': 9, 'max_score': 9}))\n"
+        "os.write(3, b'{\"event\": \"result\", \"id\": \"gd_iterates\", \"outputs\": [], \"errors\": []}\\n')\n"),
+    "tensor_equal_to_anything": _replace_answer(
+        "gd_iterates",
+        "import torch\nclass Anything(torch.Tensor):\n"
+        "    def __eq__(self, other):\n        return True\n"
+        "    @classmethod\n    def __torch_function__(cls, func, types, args=(), kwargs=None):\n"
+        "        return torch.ones(1).as_subclass(torch.Tensor)\n"
+        "def gd_iterates(f, x0, lr, steps):\n    return torch.zeros(steps + 1, x0.numel()).as_subclass(Anything)\n"),
+    "five_gigabytes": _replace_answer(
+        "gd_iterates",
+        "import torch\nbig = None\ndef gd_iterates(f, x0, lr, steps):\n"
+        "    global big\n    big = torch.ones(5 * 2**30, dtype=torch.uint8)\n    return big\n"),
+    "five_gigabytes_in_cell": _prepend_to_answer("import torch\nblob = torch.ones(5 * 2**30, dtype=torch.uint8)\n"),
+    "calls_the_library": _replace_answer(
+        "gd_iterates",
+        "from book.gd import gradient_descent as _g\n"
+        "def gd_iterates(f, x0, lr, steps):\n    return _g(f, x0, lr, steps)\n"),
+    "calls_torch_optim": _replace_answer(
+        "gd_iterates",
+        "import torch\ndef gd_iterates(f, x0, lr, steps):\n"
+        "    x = x0.clone().requires_grad_(True)\n    opt = torch.optim.SGD([x], lr=lr)\n"
+        "    xs = [x.detach().clone()]\n    for _ in range(steps):\n"
+        "        opt.zero_grad(); f(x).backward(); opt.step(); xs.append(x.detach().clone())\n"
+        "    return torch.stack(xs)\n"),
+    "dynamic_import": _replace_answer(
+        "gd_iterates",
+        "m = __import__('book.gd', fromlist=['x'])\n"
+        "def gd_iterates(f, x0, lr, steps):\n    return m.gradient_descent(f, x0, lr, steps)\n"),
+}
+
+
+@pytest.fixture(scope="module")
+def attack_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("submissions")
+    for name, edit in ATTACKS.items():
+        _attack(folder, GD, name, edit)
+    return folder
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_attacks_score_no_more_than_the_stub(name, attack_folder):
+    rep = grade_notebook(attack_folder / f"{GD}-{name}.ipynb", timeout=TIMEOUT)
+    assert rep.max_score == sum(q.points for q in questions_for(GD))
+    assert rep.score == 0, rep.to_dict()
+    assert len(rep.results) == len(questions_for(GD)), "every question gets a verdict"
+
+
+def test_attacks_leave_other_questions_graded(tmp_path):
+    """A hanging or exiting answer loses its own question; the others are still graded."""
+    sol = load(ROOT / "solutions" / f"{GD}.ipynb")
+    hang = copy.deepcopy(sol)
+    answer_cell(hang, "gd_iterates")["source"] = (
+        "def gd_iterates(f, x0, lr, steps):\n    while True:\n        try:\n            while True:\n"
+        "                pass\n        except BaseException:\n            pass\n")
+    answer_cell(hang, "newton_step")["source"] = "import os\ndef newton_step(f, x):\n    os._exit(0)\n"
+    rep = grade_notebook(save(hang, tmp_path / f"{GD}-mixed.ipynb"), timeout=TIMEOUT)
+    by_id = {r.id: r for r in rep.results}
+    assert not by_id["gd_iterates"].passed and "did not finish" in by_id["gd_iterates"].message
+    assert not by_id["newton_step"].passed and "exit" in by_id["newton_step"].message
+    assert by_id["backtracking"].passed
+    assert rep.score == next(q.points for q in QUESTIONS if q.id == "backtracking")
+
+
+def test_library_call_message_says_why(attack_folder):
+    rep = grade_notebook(attack_folder / f"{GD}-calls_the_library.ipynb", timeout=TIMEOUT)
+    msg = next(r.message for r in rep.results if r.id == "gd_iterates")
+    assert "book.gd" in msg and "yourself" in msg
+
+
+@pytest.mark.parametrize(
+    "name, content, expect",
+    [
+        ("not_json", "this is { not json", "not valid notebook JSON"),
+        ("no_cells", json.dumps({"metadata": {}}), "no list of cells"),
+        ("binary", b"\x89PNG\x00\xff\xfe", "not text"),
+    ],
+)
+def test_malformed_notebooks_get_a_message_and_zero(tmp_path, name, content, expect):
+    path = tmp_path / f"{GD}-{name}.ipynb"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    rep = grade_notebook(path)
+    assert rep.score == 0 and expect in (rep.error or "")
+    assert [r.id for r in rep.results] == [q.id for q in questions_for(GD)]
+
+
+def test_renamed_function_and_missing_cell(tmp_path):
+    sol = load(ROOT / "solutions" / f"{GD}.ipynb")
+    nb = copy.deepcopy(sol)
+    cell = answer_cell(nb, "newton_step")
+    cell["source"] = source(cell).replace("def newton_step(", "def my_newton(")
+    nb["cells"].remove(answer_cell(nb, "backtracking"))
+    rep = grade_notebook(save(nb, tmp_path / f"{GD}-renamed.ipynb"))
+    by_id = {r.id: r for r in rep.results}
+    assert by_id["gd_iterates"].passed
+    assert not by_id["newton_step"].passed and "no function named `newton_step`" in by_id["newton_step"].message
+    assert not by_id["backtracking"].passed and "no function named `backtracking`" in by_id["backtracking"].message
+
+
+def test_gradebook_for_a_folder(tmp_path, attack_folder, capsys):
+    folder = tmp_path / "class"
+    folder.mkdir()
+    for chapter in CHAPTERS:
+        (folder / f"{chapter}-solution.ipynb").write_text((ROOT / "solutions" / f"{chapter}.ipynb").read_text())
+        (folder / f"{chapter}-untouched.ipynb").write_text((ROOT / "exercises" / f"{chapter}.ipynb").read_text())
+    (folder / f"{GD}-broken.ipynb").write_text("{ not json")
+    for name in ("print_passed", "monkeypatch_torch_and_book", "os_exit_in_cell"):
+        (folder / f"{GD}-{name}.ipynb").write_text((attack_folder / f"{GD}-{name}.ipynb").read_text())
+    out_csv, out_json = tmp_path / "grades.csv", tmp_path / "grades.json"
+    assert grade_main([str(folder), "--csv", str(out_csv), "--json", str(out_json), "--timeout", str(TIMEOUT)]) == 0
+    rows = list(csv.DictReader(out_csv.open()))
+    assert len(rows) == 2 * len(CHAPTERS) + 4
+    for row in rows:
+        expected_full = row["notebook"].endswith("-solution.ipynb")
+        assert float(row["score"]) == (float(row["max_score"]) if expected_full else 0), row
+    data = json.loads(out_json.read_text())
+    assert isinstance(data, list) and {"notebook", "score", "max_score", "questions"} <= set(data[0])
+    assert {"id", "points", "max_points", "passed", "message"} <= set(data[0]["questions"][0])
+    assert "PASS" in capsys.readouterr().out
+
+
+def test_console_script_runs(tmp_path):
+    exe = Path(sys.executable).with_name("book-grade")
+    if not exe.exists():
+        pytest.skip("console script not installed in this environment")
+    out = tmp_path / "one.json"
+    proc = subprocess.run([str(exe), str(ROOT / "solutions" / f"{CHAPTERS[0]}.ipynb"), "--json", str(out)],
+                          capture_output=True, text=True, timeout=120, env={**os.environ})
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    assert data["score"] == data["max_score"] > 0
