@@ -1,0 +1,171 @@
+"""Tests of book.plotting (helpers draw and return Axes) and book.widgets (explorers)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: no display needed
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from book import plotting  # noqa: E402
+from book.landscapes import himmelblau, ill_conditioned_quadratic, rosenbrock  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def test_use_style_and_colors():
+    plotting.use_style()
+    assert matplotlib.rcParams["figure.constrained_layout.use"] is True
+    assert plotting.color(0) == plotting.COLORS[0]
+    assert plotting.color(len(plotting.COLORS) + 2) == plotting.COLORS[2]
+
+
+def test_grid_evaluates_the_function():
+    X, Y, Z = plotting.grid(rosenbrock, (-2, 2), (-1, 3), n=11)
+    assert X.shape == Y.shape == Z.shape == (11, 11)
+    assert X[0, 0] == -2 and X[0, -1] == 2 and Y[0, 0] == -1 and Y[-1, 0] == 3
+    expected = (1 - X) ** 2 + 100 * (Y - X**2) ** 2
+    np.testing.assert_allclose(Z, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_contour_draws_and_marks_minima(log):
+    ax = plotting.contour(himmelblau, log=log, n=40)
+    assert isinstance(ax, Axes)
+    assert len(ax.collections) >= 2  # filled contours and contour lines
+    stars = [line for line in ax.lines if line.get_marker() == "*"]
+    assert len(stars) == len(himmelblau.minima) == 4
+    assert ax.get_xlim() == himmelblau.xlim and ax.get_title() == "Himmelblau"
+
+
+def test_contour_on_given_axes_and_window():
+    fig, ax = plt.subplots()
+    out = plotting.contour(rosenbrock, xlim=(0, 2), ylim=(0, 2), ax=ax, filled=False, show_minima=False, n=30)
+    assert out is ax
+    assert len(ax.collections) == 1 and len(ax.lines) == 0
+    assert ax.get_xlim() == (0, 2)
+
+
+def test_surface_returns_3d_axes():
+    ax = plotting.surface(rosenbrock, log=True, n=20)
+    assert ax.name == "3d"
+    assert len(ax.collections) == 1
+    assert "log" in ax.get_zlabel()
+
+
+def test_trajectory_draws_path_and_rejects_bad_shapes():
+    pts = torch.tensor([[0.0, 0.0], [0.5, 0.2], [1.0, 1.0]])
+    ax = plotting.trajectory(pts, label="path")
+    assert isinstance(ax, Axes)
+    assert len(ax.lines) == 4  # path, markers, start, end
+    np.testing.assert_allclose(ax.lines[0].get_xydata(), pts.numpy())
+    plotting.trajectory(np.array([[0.0, 1.0], [2.0, 3.0]]), ax=ax, color="red")
+    assert len(ax.lines) == 8
+    with pytest.raises(ValueError, match=r"shape \(n, 2\), got \(3, 3\)"):
+        plotting.trajectory(torch.zeros(3, 3))
+    with pytest.raises(ValueError, match=r"shape \(n, 2\), got \(4,\)"):
+        plotting.trajectory(np.zeros(4))
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_gradient_field_points_downhill(normalize):
+    f = ill_conditioned_quadratic(10.0)  # f = (10 x^2 + y^2) / 2, gradient (10x, y)
+    ax = plotting.gradient_field(f, n=5, normalize=normalize)
+    (q,) = ax.collections
+    U, V = np.asarray(q.U).ravel(), np.asarray(q.V).ravel()
+    X, Y = q.X.ravel(), q.Y.ravel()
+    gx, gy = -10 * X, -Y
+    if normalize:
+        norm = np.hypot(gx, gy)
+        keep = norm > 0
+        gx, gy = gx[keep] / norm[keep], gy[keep] / norm[keep]
+        U, V = U[keep], V[keep]
+    np.testing.assert_allclose(U, gx, atol=1e-12)
+    np.testing.assert_allclose(V, gy, atol=1e-12)
+
+
+def test_curves_plots_every_series():
+    ax = plotting.curves({"a": [1, 0.1, 0.01], "b": torch.tensor([1.0, 0.5, 0.25])}, logy=True, ylabel="loss", title="t")
+    assert len(ax.lines) == 2
+    assert ax.get_yscale() == "log" and ax.get_ylabel() == "loss" and ax.get_title() == "t"
+    assert ax.get_legend() is not None
+    one = plotting.curves({"only": [3, 2, 1]}, x=[10, 20, 30])
+    np.testing.assert_array_equal(one.lines[0].get_xdata(), [10, 20, 30])
+    assert one.get_legend() is None
+
+
+def test_to_png_returns_png_bytes():
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    data = plotting.to_png(fig)
+    assert data.startswith(PNG_MAGIC) and len(data) > 1000
+
+
+# ---------------------------------------------------------------------------
+# book.widgets
+
+
+def _draw(fig, a, b):
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [a, b])
+    ax.set_ylim(-1, 1)
+
+
+def _sliders():
+    W = pytest.importorskip("ipywidgets")
+    return {
+        "a": W.FloatSlider(value=0.0, min=-1, max=1, continuous_update=False),
+        "b": W.FloatSlider(value=0.5, min=-1, max=1, continuous_update=False),
+    }
+
+
+def test_explorer_mimebundle_has_widget_and_png_fallback():
+    from book.widgets import Explorer, explorer
+
+    ex = explorer(_draw, _sliders(), figsize=(3, 2), title="demo")
+    assert isinstance(ex, Explorer)
+    bundle = ex._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert "image/png" in bundle and "text/plain" in bundle
+    import base64
+
+    assert base64.b64decode(bundle["image/png"]).startswith(PNG_MAGIC)
+    assert "a=0.0" in bundle["text/plain"] and "b=0.5" in bundle["text/plain"]
+
+
+def test_explorer_redraws_when_a_control_changes():
+    from book.widgets import explorer
+
+    controls = _sliders()
+    before_figs = plt.get_fignums()
+    ex = explorer(_draw, controls, figsize=(3, 2))
+    first = bytes(ex.image.value)
+    assert first.startswith(PNG_MAGIC)
+    controls["b"].value = -0.8
+    assert bytes(ex.image.value) != first
+    assert ex.values() == {"a": 0.0, "b": -0.8}
+    fig = ex.figure(a=0.3)
+    assert isinstance(fig, Figure)
+    np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), [0.3, -0.8])
+    assert plt.get_fignums() == before_figs  # explorer figures never go through pyplot
+
+
+def test_explorer_rejects_bad_controls_and_draw():
+    from book.widgets import explorer
+
+    with pytest.raises(TypeError, match="control 'c' has no .value"):
+        explorer(_draw, {"c": object()})
+    with pytest.raises(TypeError, match="draw must be a function"):
+        explorer("not callable", _sliders())
