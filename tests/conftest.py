@@ -23,3 +23,12 @@ def device(request) -> torch.device:
 def dtype(request) -> torch.dtype:
     return request.param
 
+
+
+@pytest.fixture(autouse=True)
+def _skip_float64_on_mps(request):
+    """Apple's MPS backend has no float64: skip those combinations there."""
+    names = request.fixturenames
+    if "device" in names and "dtype" in names:
+        if request.getfixturevalue("device").type == "mps" and request.getfixturevalue("dtype") == torch.float64:
+            pytest.skip("MPS has no float64")
