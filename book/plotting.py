@@ -118,6 +118,7 @@ def contour(
     filled: bool = True,
     show_minima: bool = True,
     n: int = 200,
+    floor: float = 1e-4,
 ):
     """Contour plot of a 2-D landscape, with its known minima marked as stars.
 
@@ -127,7 +128,10 @@ def contour(
         ax: Axes to draw on (a new figure when omitted).
         levels: number of contour levels.
         log: space the levels logarithmically (for functions like Rosenbrock whose
-            values span many orders of magnitude).
+            values span many orders of magnitude): the levels run from ``floor`` times
+            the range of ``f`` above its minimum up to the range.
+        floor: the lowest level with ``log=True``, relative to the range (1e-4 shows
+            four decades; Beale's narrow minimum wants 1e-6).
         filled: filled contours (``contourf``) under thin lines.
         show_minima: mark ``f.minima`` with stars.
     """
@@ -136,7 +140,7 @@ def contour(
     X, Y, Z = grid(f, xlim, ylim, n)
     if log:
         shift = Z.min()
-        Zp = Z - shift + 1e-3 * (Z.max() - shift + 1e-12)
+        Zp = Z - shift + floor * (Z.max() - shift + 1e-12)
         lv = np.geomspace(Zp.min(), Zp.max(), levels)
         norm = matplotlib.colors.LogNorm(vmin=lv[0], vmax=lv[-1])
         if filled:
