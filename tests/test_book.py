@@ -93,7 +93,7 @@ def _nbval_executions(session) -> dict[Path, tuple[object, float]]:
     """Notebooks that nbval executed in this session with every cell passing."""
     by_notebook: dict[Path, list] = {}
     for item in session.items:
-        if type(item).__name__ == "IPyNbCell":
+        if type(item).__name__ == "IPyNbCell" and Path(str(item.parent.path)).parent.name == "chapters":
             by_notebook.setdefault(Path(str(item.parent.path)), []).append(item)
     done = {}
     for path, items in by_notebook.items():
