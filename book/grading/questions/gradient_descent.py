@@ -8,17 +8,11 @@ import torch
 
 from book.gd import backtracking_line_search, gradient_descent
 from book.grading.core import Case, Mistake, Question
+from book.landscapes import gradient as _grad
 from book.landscapes import himmelblau, ill_conditioned_quadratic, quadratic, rosenbrock
 
 CHAPTER = "02_gradient_descent"
 NOT_THE_LIBRARY = ("book.gd", "torch.optim")
-
-
-def _grad(f, x):
-    x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        (g,) = torch.autograd.grad(f(x), x)
-    return g.detach()
 
 
 # ---------------------------------------------------------------------------
