@@ -15,6 +15,7 @@ numbers and tensors cross the boundary (:func:`encode` / :func:`decode`).
 from __future__ import annotations
 
 import base64
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -170,15 +171,15 @@ def compare(got: Any, want: Any, rtol: float, atol: float, where: str = "the res
 # The verdict
 
 
-def _run(fn: Callable, case: Case) -> tuple[Any, BaseException | None]:
-    try:
-        return fn(*case.args, **case.kwargs), None
-    except Exception as exc:  # noqa: BLE001 - a wrong answer may raise anything
-        return None, exc
+def _call(fn: Callable, case: Case) -> Any:
+    """Call ``fn`` on a private copy of the case's inputs, so that a function that
+    updates its arguments in place cannot change what the next one sees."""
+    args, kwargs = copy.deepcopy((case.args, case.kwargs))
+    return fn(*args, **kwargs)
 
 
 def reference_outputs(question: Question, cases: Sequence[Case]) -> list[Any]:
-    return [question.reference(*c.args, **c.kwargs) for c in cases]
+    return [_call(question.reference, c) for c in cases]
 
 
 def judge(question: Question, cases: Sequence[Case], outputs: Sequence[Any],
@@ -209,7 +210,7 @@ def judge(question: Question, cases: Sequence[Case], outputs: Sequence[Any],
     if all(e is None for e in errors):
         for mistake in question.mistakes:
             if all(
-                compare(got, mistake.fn(*c.args, **c.kwargs), question.rtol, question.atol) is None
+                compare(got, _call(mistake.fn, c), question.rtol, question.atol) is None
                 for c, got in zip(cases, outputs)
             ):
                 return Result(question.id, 0, question.points, False,
