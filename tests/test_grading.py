@@ -300,9 +300,20 @@ def attack_folder(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="module")
+def attack_reports(attack_folder):
+    """Grade every attack notebook once, several at a time (each grading is mostly a
+    child process starting up or waiting out a time limit)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        reports = pool.map(lambda n: grade_notebook(attack_folder / f"{GD}-{n}.ipynb", timeout=TIMEOUT), ATTACKS)
+        return dict(zip(ATTACKS, reports))
+
+
 @pytest.mark.parametrize("name", list(ATTACKS))
-def test_attacks_score_no_more_than_the_stub(name, attack_folder):
-    rep = grade_notebook(attack_folder / f"{GD}-{name}.ipynb", timeout=TIMEOUT)
+def test_attacks_score_no_more_than_the_stub(name, attack_reports):
+    rep = attack_reports[name]
     assert rep.max_score == sum(q.points for q in questions_for(GD))
     assert rep.score == 0, rep.to_dict()
     assert len(rep.results) == len(questions_for(GD)), "every question gets a verdict"
@@ -324,8 +335,8 @@ def test_attacks_leave_other_questions_graded(tmp_path):
     assert rep.score == next(q.points for q in QUESTIONS if q.id == "backtracking")
 
 
-def test_library_call_message_says_why(attack_folder):
-    rep = grade_notebook(attack_folder / f"{GD}-calls_the_library.ipynb", timeout=TIMEOUT)
+def test_library_call_message_says_why(attack_reports):
+    rep = attack_reports["calls_the_library"]
     msg = next(r.message for r in rep.results if r.id == "gd_iterates")
     assert "book.gd" in msg and "yourself" in msg
 
