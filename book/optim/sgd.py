@@ -1,0 +1,182 @@
+r"""Stochastic gradient descent with momentum: a thin shell over :func:`book.optim.functional.sgd`."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+from torch.optim import Optimizer
+
+from book.optim import functional as F
+
+__all__ = ["SGD"]
+
+
+class SGD(Optimizer):
+    r"""Stochastic gradient descent, optionally with (Nesterov) momentum: ``torch.optim.SGD``'s twin.
+
+    .. math::
+
+        \begin{aligned}
+        &\textbf{input: } \eta \text{ (lr)},\ \mu \text{ (momentum)},\ \tau \text{ (dampening)},\
+            \lambda \text{ (weight\_decay)},\ \theta_0 \text{ (params)} \\
+        &\textbf{for } t = 1, 2, \dots \\
+        &\quad g_t \leftarrow \nabla f_t(\theta_{t-1})
+            \quad (\text{or } -\nabla f_t(\theta_{t-1}) \text{ if maximize}) \\
+        &\quad g_t \leftarrow g_t + \lambda\, \theta_{t-1} \\
+        &\quad \textbf{if } \mu \ne 0: \\
+        &\qquad b_t \leftarrow \begin{cases} g_t & t = 1 \\
+                                     \mu\, b_{t-1} + (1 - \tau)\, g_t & t > 1 \end{cases} \\
+        &\qquad g_t \leftarrow \begin{cases} g_t + \mu\, b_t & \text{nesterov} \\
+                                     b_t & \text{otherwise} \end{cases} \\
+        &\quad \theta_t \leftarrow \theta_{t-1} - \eta\, g_t
+        \end{aligned}
+
+    Here :math:`f_t` is the loss on the minibatch of step :math:`t`, :math:`\eta` is
+    ``lr``, :math:`\mu` is ``momentum``, :math:`\tau` is ``dampening``, :math:`\lambda` is
+    ``weight_decay`` (an L2 penalty :math:`\tfrac{\lambda}{2}\|\theta\|^2` added to the
+    loss), and :math:`b_t` is the momentum buffer, stored per parameter as
+    ``state[p]["momentum_buffer"]`` (nothing is stored when ``momentum=0``, as in
+    PyTorch). Each parameter group may set its own values. The arithmetic is in
+    :func:`book.optim.functional.sgd`; this class validates, keeps the state and loops.
+
+    Note:
+        **Three ways to write momentum.** Textbooks use three forms of the heavy ball:
+
+        1. PyTorch's (this class, :math:`\tau = 0`): :math:`b_t = \mu b_{t-1} + g_t`,
+           :math:`\theta_t = \theta_{t-1} - \eta_t b_t`;
+        2. the exponential moving average (EMA): :math:`m_t = \beta m_{t-1} +
+           (1 - \beta) g_t`, :math:`\theta_t = \theta_{t-1} - \alpha_t m_t`;
+        3. Sutskever et al.'s velocity: :math:`v_t = \mu v_{t-1} - \eta_t g_t`,
+           :math:`\theta_t = \theta_{t-1} + v_t`.
+
+        Starting from zero buffers, :math:`m_t = (1 - \beta) b_t` with :math:`\beta =
+        \mu`, so the EMA form with :math:`\alpha_t = \eta_t / (1 - \beta)` takes exactly
+        PyTorch's steps: a constant learning rate :math:`\eta` of PyTorch's form is the
+        rate :math:`\eta / (1 - \beta)` of the EMA form (ten times larger for
+        :math:`\beta = 0.9`). This holds step by step while the momentum is constant.
+        With a constant learning rate, Sutskever's velocity is
+        :math:`v_t = -\eta\, b_t` and the iterates are again identical. With a learning
+        rate that changes during a run (any schedule), Sutskever's form differs: it
+        scales each gradient by the rate at the step it arrives, while PyTorch's scales
+        the whole buffer, old gradients included, by the current rate.
+
+        **The first step.** The buffer starts as the gradient itself,
+        :math:`b_1 = g_1`, not as :math:`(1 - \tau) g_1`: dampening applies from the
+        second step on. In particular ``dampening=momentum`` is *not* the EMA above,
+        whose first buffer is :math:`(1 - \beta) g_1`; its first gradient keeps a
+        weight :math:`\beta^{t-1}` instead of :math:`(1 - \beta)\beta^{t-1}`.
+
+        **Nesterov** (``nesterov=True``) steps along :math:`g_t + \mu b_t`: the
+        gradient plus a look-ahead along the new buffer. This is Nesterov's accelerated
+        gradient in the form of Sutskever et al., rewritten so that the gradient is
+        taken at the stored parameters rather than at a look-ahead point. It requires
+        ``momentum > 0`` and ``dampening = 0``.
+
+    Args:
+        params: an iterable of tensors, or of dicts defining parameter groups.
+        lr: the learning rate :math:`\eta \ge 0` (default ``1e-3``, as PyTorch).
+        momentum: :math:`\mu \ge 0` (default 0: plain SGD).
+        dampening: :math:`\tau`, which scales the gradient entering the buffer by
+            :math:`1 - \tau` (default 0).
+        weight_decay: :math:`\lambda \ge 0`, the L2 penalty's coefficient (default 0).
+        nesterov: use Nesterov momentum (default False).
+        maximize: ascend the objective instead of descending it (default False).
+
+    Raises:
+        ValueError: for a negative ``lr``, ``momentum`` or ``weight_decay``, or
+            ``nesterov=True`` without momentum or with dampening (PyTorch's messages).
+
+    Example:
+        >>> import torch
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <torch._C.Generator object at ...>
+        >>> model = torch.nn.Linear(4, 1)
+        >>> X, y = torch.randn(64, 4), torch.randn(64, 1)
+        >>> opt = SGD(model.parameters(), lr=0.1, momentum=0.9)
+        >>> for _ in range(100):
+        ...     opt.zero_grad()
+        ...     loss = torch.nn.functional.mse_loss(model(X), y)
+        ...     loss.backward()
+        ...     opt.step()
+        >>> bool(loss < 1.5)
+        True
+
+    References:
+        B. T. Polyak, "Some methods of speeding up the convergence of iteration methods",
+        USSR Computational Mathematics and Mathematical Physics 4(5), 1964 (the heavy ball).
+        Yu. Nesterov, "A method for solving the convex programming problem with
+        convergence rate O(1/k²)", Soviet Mathematics Doklady 27, 1983.
+        I. Sutskever, J. Martens, G. Dahl, G. Hinton, "On the importance of initialization
+        and momentum in deep learning", ICML 2013.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict],
+        lr: float = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+    ) -> None:
+        # `not x >= 0` rejects NaN as well as negative values
+        if not lr >= 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not momentum >= 0.0:
+            raise ValueError(f"Invalid momentum value: {momentum}")
+        if not weight_decay >= 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+        )
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("nesterov", False)
+            group.setdefault("maximize", False)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+        """Take one step; ``closure`` (optional) re-evaluates the loss and returns it.
+
+        Parameters whose ``.grad`` is ``None`` are skipped (their state is untouched).
+        Returns the closure's loss, or ``None`` without a closure.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("book.optim.SGD does not support sparse gradients; use torch.optim.SGD")
+                uses_buffer = group["momentum"] != 0
+                buf = self.state[p].get("momentum_buffer") if uses_buffer else None
+                buf = F.sgd(
+                    p,
+                    p.grad,
+                    buf,
+                    lr=group["lr"],
+                    momentum=group["momentum"],
+                    dampening=group["dampening"],
+                    weight_decay=group["weight_decay"],
+                    nesterov=group["nesterov"],
+                    maximize=group["maximize"],
+                )
+                if uses_buffer:
+                    self.state[p]["momentum_buffer"] = buf
+        return loss
