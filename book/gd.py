@@ -41,6 +41,9 @@ __all__ = [
     "convergence_rate",
     "optimal_lr",
     "gd_rate",
+    "momentum_spectral_radius",
+    "optimal_momentum",
+    "momentum_rate",
 ]
 
 Objective = Callable[[Tensor], Tensor]
@@ -574,3 +577,192 @@ def gd_rate(mu: float, L: float, lr: float | None = None) -> float:
     mu, L = _check_curvatures(mu, L)
     lr = optimal_lr(mu, L) if lr is None else _check_lr(lr)
     return max(abs(1.0 - lr * mu), abs(1.0 - lr * L))
+
+
+# ---------------------------------------------------------------------------
+# Momentum on quadratics
+
+
+def _check_momentum_coefficient(momentum) -> float:
+    momentum = float(momentum)
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+    return momentum
+
+
+def momentum_spectral_radius(lr, momentum, curvature, nesterov: bool = False) -> Tensor:
+    r"""How fast momentum shrinks the error along one eigenvector of a quadratic's Hessian.
+
+    On :math:`f(x) = \tfrac12 (x - x^\star)^\top A (x - x^\star)` the component of the
+    error along an eigenvector of :math:`A` with eigenvalue :math:`\lambda` (the
+    ``curvature``) evolves by itself, by a linear recurrence of order two. With
+    :math:`\eta` = ``lr``, :math:`\beta` = ``momentum`` and :math:`t = \eta\lambda`,
+    the heavy ball :math:`x_{k+1} = x_k - \eta \nabla f(x_k) + \beta (x_k - x_{k-1})`
+    and Nesterov's method have the characteristic polynomials
+
+    .. math::
+
+        z^2 - (1 + \beta - t)\, z + \beta \quad \text{(heavy ball)}, \qquad
+        z^2 - (1 + \beta)(1 - t)\, z + \beta (1 - t) \quad \text{(Nesterov)},
+
+    which are also those of the :math:`2 \times 2` iteration matrices of
+    ``torch.optim.SGD``'s buffer form (see :func:`momentum_descent`). This function
+    returns the spectral radius :math:`\rho = \max |z|` over the two roots: the error
+    component shrinks like :math:`\rho^k` (like :math:`k \rho^k` where the roots
+    coincide). When the roots are complex, :math:`\rho = \sqrt{\beta}` (heavy ball) or
+    :math:`\sqrt{\beta (1 - t)}` (Nesterov), independently of how the error started: the
+    iterate spirals in.
+
+    The heavy ball converges (:math:`\rho < 1`) exactly when :math:`0 < t < 2(1 + \beta)`,
+    Nesterov's method exactly when :math:`0 < t < 2(1 + \beta)/(1 + 2\beta)`, and plain
+    gradient descent (``momentum=0``, :math:`\rho = |1 - t|`) when :math:`0 < t < 2`.
+
+    Args:
+        lr: the step size :math:`\eta \ge 0` (a float or a tensor).
+        momentum: :math:`\beta \in [0, 1]` (a float or a tensor).
+        curvature: the eigenvalue :math:`\lambda` (a float or a tensor; negative values
+            describe directions of negative curvature).
+        nesterov: Nesterov's method instead of the heavy ball.
+
+    Returns:
+        A tensor of the spectral radii, broadcast over the three arguments, in float64
+        (or in the floating dtype and on the device of the tensor arguments).
+
+    Example:
+        >>> momentum_spectral_radius(0.1, 0.0, 10.0)          # gradient descent, t = 1
+        tensor(0., dtype=torch.float64)
+        >>> momentum_spectral_radius(0.25, 0.25, 9.0)         # complex roots: sqrt(beta)
+        tensor(0.5000, dtype=torch.float64)
+
+    References:
+        Polyak (1964); Nesterov (1983); Lessard, Recht & Packard, "Analysis and design
+        of optimization algorithms via integral quadratic constraints", SIAM J. Optim.
+        26(1) (2016); Goh, "Why momentum really works", Distill (2017).
+    """
+    tensors = [a for a in (lr, momentum, curvature) if isinstance(a, Tensor)]
+    ref = tensors[0] if tensors else None
+    dtype = torch.float64
+    if ref is not None:
+        floating = [a.dtype for a in tensors if a.is_floating_point()]
+        dtype = torch.promote_types(floating[0], floating[-1]) if floating else torch.float64
+    device = ref.device if ref is not None else None
+    eta = torch.as_tensor(lr, dtype=dtype, device=device)
+    beta = torch.as_tensor(momentum, dtype=dtype, device=device)
+    lam = torch.as_tensor(curvature, dtype=dtype, device=device)
+    if not bool(((eta >= 0) & torch.isfinite(eta)).all()):
+        raise ValueError(f"lr must be finite and >= 0, got {lr}")
+    if not bool(((beta >= 0) & (beta <= 1)).all()):
+        raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+    if not bool(torch.isfinite(lam).all()):
+        raise ValueError(f"curvature must be finite, got {curvature}")
+    t = eta * lam
+    if nesterov:
+        trace, det = (1 + beta) * (1 - t), beta * (1 - t)  # z^2 - trace z + det
+    else:
+        trace, det = 1 + beta - t, beta + torch.zeros_like(t)
+    disc = trace**2 - 4 * det
+    real = (trace.abs() + disc.clamp_min(0).sqrt()) / 2  # the larger root in magnitude
+    complex_ = det.clamp_min(0).sqrt()  # |z|^2 = det for a complex pair
+    return torch.where(disc < 0, complex_, real)
+
+
+def optimal_momentum(mu: float, L: float, nesterov: bool = False) -> tuple[float, float]:
+    r"""The ``(lr, momentum)`` that make momentum fastest on a quadratic with curvatures in :math:`[\mu, L]`.
+
+    For the heavy ball (Polyak, 1964) the optimum is
+
+    .. math::
+
+        \eta^\star = \frac{4}{(\sqrt{L} + \sqrt{\mu})^2}, \qquad
+        \beta^\star = \left(\frac{\sqrt{\kappa} - 1}{\sqrt{\kappa} + 1}\right)^2,
+        \qquad \rho^\star = \frac{\sqrt{\kappa} - 1}{\sqrt{\kappa} + 1},
+
+    with :math:`\kappa = L/\mu`: it puts both extreme curvatures exactly on the edge
+    of the region where the roots are complex, so that every curvature in between has
+    :math:`\rho = \sqrt{\beta}`. For Nesterov's method the optimum on quadratics is
+    (Lessard, Recht & Packard, 2016)
+
+    .. math::
+
+        \eta^\star = \frac{4}{3L + \mu}, \qquad
+        \beta^\star = \frac{\sqrt{3\kappa + 1} - 2}{\sqrt{3\kappa + 1} + 2},
+        \qquad \rho^\star = 1 - \frac{2}{\sqrt{3\kappa + 1}} .
+
+    The usual textbook tuning of Nesterov's method, :math:`\eta = 1/L`,
+    :math:`\beta = (\sqrt\kappa - 1)/(\sqrt\kappa + 1)`, has rate :math:`1 - 1/\sqrt{\kappa}`
+    on quadratics and, unlike the heavy ball, keeps a rate of that order on every smooth
+    strongly convex function (Nesterov, 2018, section 2.2).
+
+    ``lr`` and ``momentum`` are in ``torch.optim.SGD``'s convention, which for a constant
+    step size gives the same iterates as the textbook forms (see :func:`momentum_descent`).
+    See :func:`momentum_rate` for the rate.
+
+    Returns:
+        ``(lr, momentum)`` as floats. With ``mu = 0`` the momentum is 1 and the rate 1.
+
+    Example:
+        >>> optimal_momentum(1.0, 9.0)                  # kappa = 9: beta = (2/4)^2
+        (0.25, 0.25)
+        >>> optimal_momentum(1.0, 8.0, nesterov=True)   # sqrt(3 kappa + 1) = 5
+        (0.16, 0.42857142857142855)
+
+    References:
+        Polyak (1964); Lessard, Recht & Packard, SIAM J. Optim. 26(1) (2016), section 2.
+    """
+    mu, L = _check_curvatures(mu, L)
+    if nesterov:
+        q, r = math.sqrt(3 * L + mu), 2 * math.sqrt(mu)  # sqrt(3 kappa + 1) = q / sqrt(mu)
+        return 4.0 / (3 * L + mu), (q - r) / (q + r)
+    sl, sm = math.sqrt(L), math.sqrt(mu)
+    return 4.0 / (sl + sm) ** 2, ((sl - sm) / (sl + sm)) ** 2
+
+
+def momentum_rate(
+    mu: float,
+    L: float,
+    lr: float | None = None,
+    momentum: float | None = None,
+    nesterov: bool = False,
+) -> float:
+    r"""The predicted rate of the heavy ball (or Nesterov) on a quadratic with curvatures in :math:`[\mu, L]`.
+
+    .. math::
+
+        \rho(\eta, \beta) = \max_{\lambda \in [\mu, L]} \rho_\lambda(\eta, \beta)
+        = \max\bigl(\rho_\mu(\eta, \beta),\ \rho_L(\eta, \beta)\bigr)
+
+    where :math:`\rho_\lambda` is the spectral radius of :func:`momentum_spectral_radius`.
+    The maximum over the interval sits at an end because :math:`\rho_\lambda` first
+    falls and then rises as :math:`\eta\lambda` grows. The error then shrinks like
+    :math:`\rho^k` (up to a factor :math:`k` where the two roots coincide, as they do at
+    the optimum). Without ``lr`` and ``momentum`` the optimal ones of
+    :func:`optimal_momentum` are used, giving :math:`(\sqrt\kappa - 1)/(\sqrt\kappa + 1)`
+    for the heavy ball and :math:`1 - 2/\sqrt{3\kappa + 1}` for Nesterov, against
+    :math:`(\kappa - 1)/(\kappa + 1)` for gradient descent (:func:`gd_rate`, which is the
+    case ``momentum=0``).
+
+    Note:
+        At the optimum the two roots of each extreme curvature coincide, and a double
+        root is sensitive: rounding ``lr`` and ``momentum`` to floats moves the spectral
+        radius by about :math:`\sqrt{\varepsilon} \approx 10^{-8}`. The default (optimal)
+        call therefore returns the closed form rather than the radius at the rounded pair.
+
+    Example:
+        >>> momentum_rate(1.0, 9.0)                       # (3 - 1) / (3 + 1)
+        0.5
+        >>> round(momentum_rate(1.0, 8.0, nesterov=True), 12)   # 1 - 2/5
+        0.6
+        >>> round(momentum_rate(1.0, 100.0, lr=0.01, momentum=9 / 11, nesterov=True), 12)   # 1 - 1/sqrt(kappa)
+        0.9
+    """
+    mu, L = _check_curvatures(mu, L)
+    if (lr is None) != (momentum is None):
+        raise ValueError(
+            f"give both lr and momentum, or neither (for the optimal pair); got lr={lr}, momentum={momentum}"
+        )
+    if lr is None:  # the closed form: exact, where the radius at the rounded (lr, momentum) is not
+        sl, sm = math.sqrt(L), math.sqrt(mu)
+        return 1.0 - 2.0 * sm / math.sqrt(3 * L + mu) if nesterov else (sl - sm) / (sl + sm)
+    lr, momentum = _check_lr(lr), _check_momentum_coefficient(momentum)
+    radii = momentum_spectral_radius(lr, momentum, torch.tensor([mu, L], dtype=torch.float64), nesterov)
+    return float(radii.max())
