@@ -1,0 +1,399 @@
+r"""A small, explicit training loop: :func:`fit` and the :class:`History` it returns.
+
+:func:`fit` is the loop every chapter writes by hand once, packaged::
+
+    for epoch in range(epochs):
+        for Xb, yb in minibatches(X, y, batch_size, generator=generator):
+            optimizer.zero_grad()
+            loss = loss_fn(model(Xb), yb)
+            loss.backward()
+            optimizer.step()
+
+plus what one wants around it: the loss of every step, per-epoch training and validation
+loss and accuracy, timings, a progress bar, a learning-rate schedule, callbacks that can
+stop training early, and a clear error when the loss blows up::
+
+    >>> import torch
+    >>> from book.data import digits
+    >>> from book.optim import SGD
+    >>> from book.train import fit
+    >>> ds = digits(seed=0)
+    >>> _ = torch.manual_seed(0)
+    >>> model = torch.nn.Linear(64, 10)
+    >>> history = fit(model, SGD(model.parameters(), lr=0.5), torch.nn.functional.cross_entropy,
+    ...               ds.train, epochs=5, batch_size=32, val=ds.val, progress=False,
+    ...               generator=torch.Generator().manual_seed(0))
+    >>> len(history.epochs), len(history.steps)
+    (5, 200)
+    >>> history["val_acc"][-1] > 0.9
+    True
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import torch
+from torch import Tensor
+
+from book.data import Split, minibatches
+
+__all__ = ["fit", "evaluate", "accuracy", "History", "DivergenceError"]
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+Callback = Callable[[int, "History", torch.nn.Module], "bool | None"]
+
+
+class DivergenceError(FloatingPointError):
+    """The training loss became NaN or infinite; the message names the epoch and the step.
+
+    Attributes:
+        epoch: the epoch (1-based) in which it happened.
+        step: the step within that epoch (1-based).
+        global_step: the step counted from the start of training (1-based).
+        loss: the non-finite loss value.
+    """
+
+    def __init__(self, epoch: int, step: int, global_step: int, loss: float, lr: float | None):
+        self.epoch, self.step, self.global_step, self.loss = epoch, step, global_step, loss
+        at_lr = f" with lr = {lr:g}" if lr is not None else ""
+        smaller = f" (e.g. lr = {lr / 10:g})" if lr else ""
+        super().__init__(
+            f"the training loss became {loss} at epoch {epoch}, step {step} (step {global_step} overall){at_lr}. "
+            f"The optimizer diverged: try a smaller learning rate{smaller}; a loss that grows before it "
+            f"becomes {loss} is the sign of a step size above the stable limit."
+        )
+
+
+@dataclass
+class History:
+    """What :func:`fit` records.
+
+    Attributes:
+        steps: the training loss of every step (the minibatch's mean loss, before the
+            step's update), one float per step.
+        epochs: one dict per epoch with keys ``epoch`` (1-based), ``step`` (steps taken so
+            far), ``train_loss`` and ``train_acc`` (averages over the epoch's samples of the
+            minibatch values, weighted by batch size: the running loss, not the loss of the
+            final weights), ``val_loss`` and ``val_acc`` (on ``val`` with the weights at the
+            end of the epoch, in eval mode; ``None`` without ``val``), ``lr`` (the first
+            parameter group's at the end of the epoch), ``time`` (seconds of training in
+            this epoch: the steps, not the evaluation) and ``elapsed`` (cumulative ``time``).
+            Accuracies are ``None`` for regression.
+        stopped_early: whether a callback stopped training.
+
+    ``history["val_acc"]`` is the list of one key over the epochs.
+    """
+
+    steps: list[float] = field(default_factory=list)
+    epochs: list[dict] = field(default_factory=list)
+    stopped_early: bool = False
+
+    KEYS = ("epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "time", "elapsed")
+
+    def __getitem__(self, key: str) -> list:
+        if key not in self.KEYS:
+            raise KeyError(f"unknown history key {key!r}; the keys are {', '.join(self.KEYS)}")
+        return [e[key] for e in self.epochs]
+
+    def __len__(self) -> int:
+        return len(self.epochs)
+
+    def plot(self, ax=None, metric: str = "loss", x: str = "epoch", logy: bool | None = None, label: str = ""):
+        """Plot the training and validation ``metric`` (``"loss"`` or ``"acc"``); returns the Axes.
+
+        Args:
+            ax: Axes to draw on (a new figure when omitted).
+            metric: ``"loss"`` or ``"acc"``.
+            x: ``"epoch"``, ``"time"`` (cumulative training seconds) or ``"step"``
+                (``metric="loss"`` only: the loss of every step, with the per-epoch
+                averages on top).
+            logy: logarithmic y axis (default: True for the loss).
+            label: a prefix for the legend entries, to compare several runs on one Axes.
+        """
+        from book import plotting
+
+        if metric not in ("loss", "acc"):
+            raise ValueError(f"metric must be 'loss' or 'acc', got {metric!r}")
+        if x not in ("epoch", "time", "step"):
+            raise ValueError(f"x must be 'epoch', 'time' or 'step', got {x!r}")
+        if metric == "acc" and self.epochs and self.epochs[0]["train_acc"] is None:
+            raise ValueError("no accuracy recorded: accuracy needs integer class targets")
+        logy = (metric == "loss") if logy is None else logy
+        prefix = f"{label} " if label else ""
+        ylabel = "loss" if metric == "loss" else "accuracy"
+        if x == "step":
+            if metric != "loss":
+                raise ValueError("x='step' plots the step losses: use metric='loss'")
+            ax = plotting.curves({f"{prefix}train loss (step)": self.steps}, ax=ax, x=range(1, len(self.steps) + 1),
+                                 logy=logy, xlabel="step", ylabel=ylabel)
+            ax.plot(self["step"], self["train_loss"], "o-", color=plotting.color(1), label=f"{prefix}train (epoch mean)")
+            ax.legend()
+            return ax
+        ys = {f"{prefix}train": self[f"train_{metric}"]}
+        if self.epochs and self.epochs[0]["val_loss"] is not None:
+            ys[f"{prefix}validation"] = self[f"val_{metric}"]
+        xs = self["epoch"] if x == "epoch" else self["elapsed"]
+        ax = plotting.curves(ys, ax=ax, x=xs, logy=logy, ylabel=ylabel,
+                             xlabel="epoch" if x == "epoch" else "training time (s)")
+        if len(ys) == 1 and label:
+            ax.legend()
+        return ax
+
+    def summary(self) -> str:
+        """A table of the per-epoch values, one line per epoch."""
+        def fmt(v, spec):
+            return "-" if v is None else format(v, spec)
+
+        lines = [f"{'epoch':>5s} {'train loss':>11s} {'train acc':>9s} {'val loss':>9s} {'val acc':>8s} {'time (s)':>9s}"]
+        for e in self.epochs:
+            lines.append(
+                f"{e['epoch']:5d} {fmt(e['train_loss'], '11.4g')} {fmt(e['train_acc'], '9.4f')} "
+                f"{fmt(e['val_loss'], '9.4g')} {fmt(e['val_acc'], '8.4f')} {e['elapsed']:9.2f}"
+            )
+        if self.stopped_early:
+            lines.append("(stopped early by a callback)")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        if not self.epochs:
+            return "History(epochs=0)"
+        last = self.epochs[-1]
+        parts = [f"epochs={len(self.epochs)}", f"steps={len(self.steps)}", f"train_loss={last['train_loss']:.4g}"]
+        for key in ("train_acc", "val_loss", "val_acc"):
+            if last[key] is not None:
+                parts.append(f"{key}={last[key]:.4g}")
+        parts.append(f"time={last['elapsed']:.2f}s")
+        if self.stopped_early:
+            parts.append("stopped_early=True")
+        return f"History({', '.join(parts)})"
+
+
+# ---------------------------------------------------------------------------
+# Metrics
+
+
+def accuracy(output: Tensor, target: Tensor) -> float:
+    """The fraction of correct predictions: arg-max over classes, or the sign of one logit.
+
+    ``output`` is ``(n, C)`` scores for ``C >= 2`` classes, or ``(n,)`` / ``(n, 1)`` logits
+    of a binary problem (predict class 1 where the logit is positive); ``target`` holds
+    ``(n,)`` integer labels.
+    """
+    return _correct(output, target) / max(len(target), 1)
+
+
+def _correct(output: Tensor, target: Tensor) -> int:
+    if output.ndim == 2 and output.shape[1] >= 2:
+        pred = output.argmax(dim=1)
+    else:
+        pred = (output.reshape(len(output)) > 0).long()
+    return int((pred == target.reshape(len(target))).sum())
+
+
+def _is_classification(y: Tensor) -> bool:
+    return not (y.is_floating_point() or y.is_complex())
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loss_fn: LossFn, data, batch_size: int | None = 4096) -> tuple[float, float | None]:
+    """Mean loss and accuracy of ``model`` on ``data``, in eval mode and without gradients.
+
+    ``data`` is a :class:`~book.data.Split` or an ``(X, y)`` pair; it is evaluated in chunks of
+    ``batch_size`` (all at once for ``None``) and the chunk losses are averaged weighted by
+    their sizes, which equals the mean loss over all samples for a loss with
+    ``reduction="mean"``. The accuracy is ``None`` unless ``y`` holds integer labels. The
+    model's train/eval mode is restored afterwards.
+    """
+    X, y = _as_split(data, "data")
+    was_training = model.training
+    model.eval()
+    try:
+        chunk = len(X) if batch_size is None else batch_size
+        total_loss, correct = 0.0, 0
+        for Xb, yb in minibatches(X, y, max(chunk, 1), shuffle=False):
+            out = model(Xb)
+            total_loss += float(loss_fn(out, yb)) * len(yb)
+            if _is_classification(y):
+                correct += _correct(out, yb)
+    finally:
+        model.train(was_training)
+    n = max(len(X), 1)
+    return total_loss / n, (correct / n if _is_classification(y) else None)
+
+
+# ---------------------------------------------------------------------------
+# The loop
+
+
+def _as_split(data, name: str) -> Split:
+    if isinstance(data, Split):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return Split(data[0], data[1])
+    raise TypeError(f"{name} must be a book.data.Split or an (X, y) pair of tensors, got {type(data).__name__}")
+
+
+def _check_int(value, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _lr(optimizer) -> float | None:
+    lr = optimizer.param_groups[0].get("lr") if optimizer.param_groups else None
+    return float(lr) if lr is not None else None
+
+
+def fit(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    train,
+    epochs: int,
+    batch_size: int | None = None,
+    val=None,
+    scheduler=None,
+    callbacks: Iterable[Callback] | Callback = (),
+    progress: bool = True,
+    generator: torch.Generator | None = None,
+) -> History:
+    r"""Train ``model`` with minibatch ``optimizer`` steps on ``loss_fn`` for ``epochs`` epochs.
+
+    Each epoch visits the training samples once in a fresh random order
+    (:func:`book.data.minibatches`, sampling without replacement; the last batch may be
+    smaller). Each step does, in this order: ``optimizer.zero_grad()``, the forward pass,
+    ``loss = loss_fn(model(Xb), yb)``, a check that the loss is finite,
+    ``loss.backward()``, ``optimizer.step()``, then ``scheduler.step()``. After each epoch
+    the model is evaluated on ``val`` (eval mode, no gradients), the epoch is recorded,
+    and the callbacks are called.
+
+    Args:
+        model: the network, already on the data's device.
+        optimizer: any ``torch.optim.Optimizer`` over the model's parameters.
+        loss_fn: ``loss_fn(output, target)`` returning the **mean** loss over the batch
+            (``reduction="mean"``, as ``torch.nn.functional.cross_entropy``).
+        train: the training data, a :class:`~book.data.Split` or an ``(X, y)`` pair.
+        epochs: the number of passes over ``train`` (>= 1).
+        batch_size: samples per step; ``None`` means the whole training set
+            (full-batch gradient descent).
+        val: validation data (Split or pair), evaluated after every epoch, or ``None``.
+        scheduler: called once per **step**, after ``optimizer.step()``: either an object
+            with a ``step()`` method (a ``torch.optim.lr_scheduler`` scheduler, stepped
+            every minibatch, so its ``step_size``, ``T_max`` ... count steps, not epochs), or
+            a plain function ``t -> lr`` (a :mod:`book.schedules` schedule) which sets every
+            parameter group's ``lr`` to ``schedule(t)`` before step ``t = 0, 1, 2, ...``.
+            Schedules that need a metric (reduce-on-plateau) belong in a callback.
+        callbacks: functions ``callback(epoch, history, model)`` called at the end of
+            every epoch (``epoch`` is 1-based, ``history`` already holds that epoch). A
+            callback that returns ``True`` stops training after this epoch (every callback
+            is still called for it) and sets ``history.stopped_early``; returning
+            ``None`` or ``False`` continues. This is the protocol early stopping uses.
+        progress: show a ``tqdm`` progress bar over the epochs (on stderr, or as a widget
+            in a notebook); ``False`` prints nothing.
+        generator: a ``torch.Generator`` for the order of the samples; with a seeded
+            generator (and a seeded model) a run is reproducible. ``None`` uses PyTorch's
+            global generator.
+
+    Returns:
+        A :class:`History`.
+
+    Raises:
+        DivergenceError: (a ``FloatingPointError``) as soon as a step's loss is NaN or
+            infinite, naming the epoch and step and suggesting a smaller learning rate.
+            The offending step's update is not applied.
+
+    Example:
+        >>> from book.data import linear_regression
+        >>> from book.optim import SGD
+        >>> ds = linear_regression(n=500, dim=3, noise=0.01)
+        >>> model = torch.nn.Linear(3, 1)
+        >>> h = fit(model, SGD(model.parameters(), lr=0.1), torch.nn.functional.mse_loss,
+        ...         ds.train, epochs=20, batch_size=16, progress=False)
+        >>> h["train_loss"][-1] < 1e-3
+        True
+    """
+    train = _as_split(train, "train")
+    val = _as_split(val, "val") if val is not None else None
+    epochs = _check_int(epochs, "epochs", 1)
+    batch_size = len(train) if batch_size is None else _check_int(batch_size, "batch_size", 1)
+    if len(train) == 0:
+        raise ValueError("train is empty")
+    callbacks = [callbacks] if callable(callbacks) else list(callbacks)
+    params = list(model.parameters())
+    if params and params[0].device != train.X.device:
+        raise ValueError(
+            f"the model is on {params[0].device} but the training data are on {train.X.device}: "
+            f"move one of them, e.g. train.to({str(params[0].device)!r})"
+        )
+    if scheduler is not None and not (hasattr(scheduler, "step") or callable(scheduler)):
+        raise TypeError(f"scheduler must have a step() method or be a function step -> lr, got {type(scheduler).__name__}")
+    schedule_fn = scheduler if scheduler is not None and not hasattr(scheduler, "step") else None
+
+    from tqdm.auto import tqdm
+
+    X, y = train
+    classification = _is_classification(y)
+    history = History()
+    global_step, elapsed = 0, 0.0
+    bar = tqdm(total=epochs, desc="fit", unit="epoch", disable=not progress, leave=True)
+    try:
+        for epoch in range(1, epochs + 1):
+            model.train()
+            loss_sum, correct, seen = 0.0, 0, 0
+            start = time.perf_counter()
+            for k, (Xb, yb) in enumerate(minibatches(X, y, batch_size, generator=generator), start=1):
+                if schedule_fn is not None:
+                    for group in optimizer.param_groups:
+                        group["lr"] = float(schedule_fn(global_step))
+                optimizer.zero_grad()
+                out = model(Xb)
+                loss = loss_fn(out, yb)
+                value = loss.detach().item()
+                if not math.isfinite(value):
+                    raise DivergenceError(epoch, k, global_step + 1, value, _lr(optimizer))
+                loss.backward()
+                optimizer.step()
+                if scheduler is not None and schedule_fn is None:
+                    scheduler.step()
+                global_step += 1
+                history.steps.append(value)
+                loss_sum += value * len(yb)
+                seen += len(yb)
+                if classification:
+                    correct += _correct(out.detach(), yb)
+            epoch_time = time.perf_counter() - start
+            elapsed += epoch_time
+            val_loss, val_acc = evaluate(model, loss_fn, val) if val is not None else (None, None)
+            history.epochs.append(
+                dict(
+                    epoch=epoch,
+                    step=global_step,
+                    train_loss=loss_sum / seen,
+                    train_acc=correct / seen if classification else None,
+                    val_loss=val_loss,
+                    val_acc=val_acc,
+                    lr=_lr(optimizer),
+                    time=epoch_time,
+                    elapsed=elapsed,
+                )
+            )
+            postfix = {"loss": f"{loss_sum / seen:.4g}"}
+            if val_acc is not None:
+                postfix["val_acc"] = f"{val_acc:.3f}"
+            elif val_loss is not None:
+                postfix["val_loss"] = f"{val_loss:.4g}"
+            bar.set_postfix(postfix, refresh=False)
+            bar.update(1)
+            stops = [bool(cb(epoch, history, model)) for cb in callbacks]  # every callback sees every epoch
+            if any(stops):
+                history.stopped_early = True
+                break
+    finally:
+        bar.close()
+    return history
