@@ -16,16 +16,19 @@ tensor whose first row is ``x0``, on ``x0``'s device and in its dtype, ready to 
 
 The helpers :func:`optimal_lr`, :func:`gd_rate` and :func:`convergence_rate` put numbers
 on the theory of gradient descent on quadratics: the predicted contraction per step and
-the one a run actually shows.
+the one a run actually shows. :func:`momentum_spectral_radius`, :func:`optimal_momentum`
+and :func:`momentum_rate` do the same for the heavy ball and Nesterov's method.
 
 References:
     Cauchy (1847), the method of steepest descent; Armijo (1966), backtracking with
-    sufficient decrease; Polyak (1964), momentum (the heavy ball); Nocedal & Wright,
-    *Numerical Optimization* (2006), chapters 2, 3 and 6.
+    sufficient decrease; Polyak (1964), momentum (the heavy ball); Nesterov (1983), the
+    accelerated gradient; Lessard, Recht & Packard (2016), momentum's optimal tunings
+    on quadratics; Nocedal & Wright, *Numerical Optimization* (2006), chapters 2, 3 and 6.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -617,6 +620,12 @@ def momentum_spectral_radius(lr, momentum, curvature, nesterov: bool = False) ->
     Nesterov's method exactly when :math:`0 < t < 2(1 + \beta)/(1 + 2\beta)`, and plain
     gradient descent (``momentum=0``, :math:`\rho = |1 - t|`) when :math:`0 < t < 2`.
 
+    Note:
+        ``lr`` and ``momentum`` are in ``torch.optim.SGD``'s convention, which for a
+        constant step size is also Polyak's and Sutskever et al.'s. For the "EMA" form
+        :math:`m \leftarrow \beta m + (1 - \beta) g`, :math:`x \leftarrow x - \alpha m`,
+        pass ``lr`` :math:`= \alpha (1 - \beta)`.
+
     Args:
         lr: the step size :math:`\eta \ge 0` (a float or a tensor).
         momentum: :math:`\beta \in [0, 1]` (a float or a tensor).
@@ -640,12 +649,9 @@ def momentum_spectral_radius(lr, momentum, curvature, nesterov: bool = False) ->
         26(1) (2016); Goh, "Why momentum really works", Distill (2017).
     """
     tensors = [a for a in (lr, momentum, curvature) if isinstance(a, Tensor)]
-    ref = tensors[0] if tensors else None
-    dtype = torch.float64
-    if ref is not None:
-        floating = [a.dtype for a in tensors if a.is_floating_point()]
-        dtype = torch.promote_types(floating[0], floating[-1]) if floating else torch.float64
-    device = ref.device if ref is not None else None
+    floating = [a.dtype for a in tensors if a.is_floating_point()]
+    dtype = functools.reduce(torch.promote_types, floating) if floating else torch.float64
+    device = tensors[0].device if tensors else None
     eta = torch.as_tensor(lr, dtype=dtype, device=device)
     beta = torch.as_tensor(momentum, dtype=dtype, device=device)
     lam = torch.as_tensor(curvature, dtype=dtype, device=device)
