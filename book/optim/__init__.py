@@ -5,7 +5,10 @@ Each optimizer comes in two layers:
 - a **functional kernel** in :mod:`book.optim.functional` that updates one parameter tensor
   from its gradient and an explicit state (a momentum buffer, running averages ...), one
   formula per line. This is the readable ground truth, and what the chapters show;
-- a **class** (:class:`SGD`, ...) that is a thin :class:`torch.optim.Optimizer` subclass: it
+- a **multi-tensor kernel** (``adam_foreach``, ...) that applies the same operations, in the
+  same order, to lists of tensors with ``torch._foreach_*`` ops: the fast path the classes
+  take by default (``foreach=None``), tested equal to the single-tensor kernel;
+- a **class** (:class:`SGD`, :class:`Adam`, ...) that is a thin :class:`torch.optim.Optimizer` subclass: it
   validates the hyperparameters, keeps the state per parameter under PyTorch's own keys
   (``momentum_buffer``, ...), loops over the parameter groups and calls the kernel. Parameter
   groups, ``zero_grad``, ``state_dict`` and ``load_state_dict`` are inherited unchanged, so a
@@ -24,6 +27,7 @@ Each optimizer comes in two layers:
 """
 
 from book.optim import functional
+from book.optim.adam import Adam, AdamW
 from book.optim.sgd import SGD
 
-__all__ = ["SGD", "functional"]
+__all__ = ["SGD", "Adam", "AdamW", "functional"]

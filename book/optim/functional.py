@@ -20,7 +20,20 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["sgd"]
+__all__ = [
+    "sgd",
+    "adagrad",
+    "rmsprop",
+    "adadelta",
+    "adam",
+    "adamw",
+    "sgd_foreach",
+    "adagrad_foreach",
+    "rmsprop_foreach",
+    "adadelta_foreach",
+    "adam_foreach",
+    "adamw_foreach",
+]
 
 
 @torch.no_grad()
@@ -87,3 +100,692 @@ def sgd(
             d_p = momentum_buffer  # heavy ball: step along b
     param.add_(d_p, alpha=-lr)  # theta <- theta - lr * d_p
     return momentum_buffer
+
+
+def _negate_if(maximize: bool, grad: Tensor) -> Tensor:
+    """The descent direction's gradient: ``-grad`` (a new tensor) when maximizing, else ``grad`` itself."""
+    return -grad if maximize else grad
+
+
+@torch.no_grad()
+def adagrad(
+    param: Tensor,
+    grad: Tensor,
+    state_sum: Tensor,
+    step: Tensor,
+    *,
+    lr: float = 1e-2,
+    lr_decay: float = 0.0,
+    weight_decay: float = 0.0,
+    eps: float = 1e-10,
+    maximize: bool = False,
+) -> None:
+    r"""One step of AdaGrad on one tensor: each coordinate's step shrinks with its gradient history.
+
+    With :math:`\eta` = ``lr``, :math:`\delta` = ``lr_decay``, :math:`\lambda` =
+    ``weight_decay``, :math:`\epsilon` = ``eps``, :math:`s` = ``state_sum`` and :math:`t` =
+    ``step`` (after the increment):
+
+    .. math::
+
+        g &\leftarrow \pm\nabla f(\theta) + \lambda\theta
+            \qquad (- \text{ if maximize}) \\
+        \tilde\eta &\leftarrow \eta \,/\, \bigl(1 + (t - 1)\,\delta\bigr) \\
+        s &\leftarrow s + g \odot g \\
+        \theta &\leftarrow \theta - \tilde\eta\, g \,/\, (\sqrt{s} + \epsilon)
+
+    Operation for operation ``torch.optim.Adagrad``'s single-tensor path.
+
+    Args:
+        param: the parameter, updated in place.
+        grad: its gradient, same shape as ``param`` (not modified).
+        state_sum: :math:`s`, the running sum of squared gradients, updated in place; it
+            starts at ``initial_accumulator_value`` (PyTorch's default 0).
+        step: the number of steps taken so far, a 0-dim tensor incremented in place
+            (PyTorch keeps it as a float32 tensor on the CPU).
+        lr, lr_decay, weight_decay, eps, maximize: as in :class:`book.optim.Adagrad`.
+
+    Example:
+        >>> p, s, t = torch.tensor([1.0, 1.0]), torch.zeros(2), torch.tensor(0.0)
+        >>> adagrad(p, torch.tensor([0.1, 10.0]), s, t, lr=0.5)
+        >>> p                   # the first step is lr * sign(g), whatever |g|
+        tensor([0.5000, 0.5000])
+
+    References:
+        J. Duchi, E. Hazan, Y. Singer, "Adaptive subgradient methods for online learning and
+        stochastic optimization", JMLR 12, 2011.
+    """
+    step += 1  # t <- t + 1
+    t = step.item()
+    grad = _negate_if(maximize, grad)
+    if weight_decay != 0:
+        grad = grad.add(param, alpha=weight_decay)  # g <- g + lambda * theta
+    clr = lr / (1 + (t - 1) * lr_decay)  # eta_t = eta / (1 + (t - 1) delta)
+    state_sum.addcmul_(grad, grad, value=1)  # s <- s + g^2
+    std = state_sum.sqrt().add_(eps)  # sqrt(s) + eps
+    param.addcdiv_(grad, std, value=-clr)  # theta <- theta - eta_t g / (sqrt(s) + eps)
+
+
+@torch.no_grad()
+def rmsprop(
+    param: Tensor,
+    grad: Tensor,
+    square_avg: Tensor,
+    grad_avg: Tensor | None,
+    momentum_buffer: Tensor | None,
+    step: Tensor | None,
+    *,
+    lr: float = 1e-2,
+    alpha: float = 0.99,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+    centered: bool = False,
+    maximize: bool = False,
+) -> None:
+    r"""One step of RMSprop on one tensor: divide the gradient by a running RMS of recent gradients.
+
+    With :math:`\eta` = ``lr``, :math:`\alpha` = ``alpha``, :math:`\epsilon` = ``eps``,
+    :math:`\lambda` = ``weight_decay``, :math:`\mu` = ``momentum``, :math:`v` =
+    ``square_avg``, :math:`\bar g` = ``grad_avg`` and :math:`b` = ``momentum_buffer``:
+
+    .. math::
+
+        g &\leftarrow \pm\nabla f(\theta) + \lambda\theta \\
+        v &\leftarrow \alpha v + (1 - \alpha)\, g \odot g \\
+        \bar g &\leftarrow \alpha \bar g + (1 - \alpha)\, g
+            \qquad \text{(centered only)} \\
+        d &\leftarrow \sqrt{v} + \epsilon
+            \quad\text{or}\quad \sqrt{v - \bar g \odot \bar g} + \epsilon
+            \quad \text{(centered)} \\
+        \theta &\leftarrow \theta - \eta\, g / d
+            \quad\text{or, with momentum,}\quad
+            b \leftarrow \mu b + g / d,\ \ \theta \leftarrow \theta - \eta b
+
+    Operation for operation ``torch.optim.RMSprop``'s single-tensor path.
+
+    Args:
+        param: the parameter, updated in place.
+        grad: its gradient (not modified).
+        square_avg: :math:`v`, updated in place (starts at zero).
+        grad_avg: :math:`\bar g`, updated in place (starts at zero); used only when
+            ``centered=True``, else may be ``None``.
+        momentum_buffer: :math:`b`, updated in place (starts at zero, unlike SGD's);
+            used only when ``momentum > 0``, else may be ``None``.
+        step: the step counter, a 0-dim tensor incremented in place (RMSprop's update does
+            not use it; PyTorch keeps it in the state), or ``None``.
+        lr, alpha, eps, weight_decay, momentum, centered, maximize: as in
+            :class:`book.optim.RMSprop`.
+
+    Example:
+        >>> p, v = torch.tensor([1.0, 1.0]), torch.zeros(2)
+        >>> rmsprop(p, torch.tensor([0.1, 10.0]), v, None, None, None, lr=0.01, alpha=0.99)
+        >>> p                   # first step: g / sqrt(0.01 g^2) = 10 sign(g)
+        tensor([0.9000, 0.9000])
+
+    References:
+        T. Tieleman, G. Hinton, "Lecture 6.5 -- rmsprop: divide the gradient by a running
+        average of its recent magnitude", COURSERA: Neural Networks for Machine Learning, 2012.
+        A. Graves, "Generating sequences with recurrent neural networks", arXiv:1308.0850,
+        2013 (the centered variant).
+    """
+    if step is not None:
+        step += 1  # a counter only
+    grad = _negate_if(maximize, grad)
+    if weight_decay != 0:
+        grad = grad.add(param, alpha=weight_decay)  # g <- g + lambda * theta
+    square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)  # v <- alpha v + (1 - alpha) g^2
+    if centered:
+        grad_avg.lerp_(grad, 1 - alpha)  # gbar <- alpha gbar + (1 - alpha) g
+        avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_()  # sqrt(v - gbar^2): a std, not an RMS
+    else:
+        avg = square_avg.sqrt()  # sqrt(v): the RMS of recent gradients
+    avg = avg.add_(eps)  # d = sqrt(...) + eps
+    if momentum > 0:
+        momentum_buffer.mul_(momentum).addcdiv_(grad, avg)  # b <- mu b + g / d
+        param.add_(momentum_buffer, alpha=-lr)  # theta <- theta - eta b
+    else:
+        param.addcdiv_(grad, avg, value=-lr)  # theta <- theta - eta g / d
+
+
+@torch.no_grad()
+def adadelta(
+    param: Tensor,
+    grad: Tensor,
+    square_avg: Tensor,
+    acc_delta: Tensor,
+    step: Tensor | None,
+    *,
+    lr: float = 1.0,
+    rho: float = 0.9,
+    eps: float = 1e-6,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> None:
+    r"""One step of Adadelta on one tensor: a step in the units of the parameter, from two running averages.
+
+    With :math:`\eta` = ``lr``, :math:`\rho` = ``rho``, :math:`\epsilon` = ``eps``,
+    :math:`\lambda` = ``weight_decay``, :math:`v` = ``square_avg`` (of squared gradients)
+    and :math:`u` = ``acc_delta`` (of squared updates):
+
+    .. math::
+
+        g &\leftarrow \pm\nabla f(\theta) + \lambda\theta \\
+        v &\leftarrow \rho v + (1 - \rho)\, g \odot g \\
+        \Delta &\leftarrow \frac{\sqrt{u + \epsilon}}{\sqrt{v + \epsilon}} \odot g \\
+        u &\leftarrow \rho u + (1 - \rho)\, \Delta \odot \Delta \\
+        \theta &\leftarrow \theta - \eta\, \Delta
+
+    Operation for operation ``torch.optim.Adadelta``'s single-tensor path. Zeiler's
+    algorithm has no learning rate (:math:`\eta = 1`, PyTorch's default).
+
+    Args:
+        param: the parameter, updated in place.
+        grad: its gradient (not modified).
+        square_avg: :math:`v`, updated in place (starts at zero).
+        acc_delta: :math:`u`, updated in place (starts at zero).
+        step: the step counter, a 0-dim tensor incremented in place (unused by the update),
+            or ``None``.
+        lr, rho, eps, weight_decay, maximize: as in :class:`book.optim.Adadelta`.
+
+    Example:
+        >>> p, v, u = torch.tensor([1.0]), torch.zeros(1), torch.zeros(1)
+        >>> adadelta(p, torch.tensor([1.0]), v, u, None)
+        >>> p                   # the first step is tiny: sqrt(eps / (0.1 + eps)) ~ 0.0032
+        tensor([0.9968])
+
+    References:
+        M. D. Zeiler, "ADADELTA: an adaptive learning rate method", arXiv:1212.5701, 2012.
+    """
+    if step is not None:
+        step += 1  # a counter only
+    grad = _negate_if(maximize, grad)
+    if weight_decay != 0:
+        grad = grad.add(param, alpha=weight_decay)  # g <- g + lambda * theta
+    square_avg.mul_(rho).addcmul_(grad, grad, value=1 - rho)  # v <- rho v + (1 - rho) g^2
+    std = square_avg.add(eps).sqrt_()  # RMS[g] = sqrt(v + eps)
+    delta = acc_delta.add(eps).sqrt_()  # RMS[Delta] = sqrt(u + eps), from the previous steps
+    delta.div_(std).mul_(grad)  # Delta = RMS[Delta] / RMS[g] * g
+    acc_delta.mul_(rho).addcmul_(delta, delta, value=1 - rho)  # u <- rho u + (1 - rho) Delta^2
+    param.add_(delta, alpha=-lr)  # theta <- theta - eta Delta
+
+
+@torch.no_grad()
+def adam(
+    param: Tensor,
+    grad: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    max_exp_avg_sq: Tensor | None,
+    step: Tensor,
+    *,
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    amsgrad: bool = False,
+    maximize: bool = False,
+    decoupled_weight_decay: bool = False,
+) -> None:
+    r"""One step of Adam (or AMSGrad, or AdamW) on one tensor.
+
+    With :math:`\eta` = ``lr``, :math:`(\beta_1, \beta_2)` = ``betas``, :math:`\epsilon` =
+    ``eps``, :math:`\lambda` = ``weight_decay``, :math:`m` = ``exp_avg``, :math:`v` =
+    ``exp_avg_sq``, :math:`\hat v` = ``max_exp_avg_sq`` and :math:`t` = ``step`` (after the
+    increment):
+
+    .. math::
+
+        g &\leftarrow \pm\nabla f(\theta) + \lambda\theta
+            \qquad \text{(Adam: an L2 penalty in the gradient)} \\
+        \theta &\leftarrow (1 - \eta\lambda)\,\theta
+            \qquad \text{(instead, with decoupled\_weight\_decay: AdamW)} \\
+        m &\leftarrow \beta_1 m + (1 - \beta_1)\, g \\
+        v &\leftarrow \beta_2 v + (1 - \beta_2)\, g \odot g \\
+        \hat v &\leftarrow \max(\hat v, v)
+            \qquad \text{(amsgrad; then } \hat v \text{ replaces } v \text{ below)} \\
+        \theta &\leftarrow \theta - \frac{\eta}{1 - \beta_1^t}\,
+            m \,\Big/\, \Bigl(\frac{\sqrt{v}}{\sqrt{1 - \beta_2^t}} + \epsilon\Bigr)
+
+    The last line is Adam's :math:`\theta - \eta\,\hat m / (\sqrt{\hat v} + \epsilon)`
+    with the bias-corrected moments :math:`\hat m = m / (1 - \beta_1^t)` and
+    :math:`\hat v = v / (1 - \beta_2^t)`, arranged as PyTorch does so that only one
+    parameter-sized temporary (the denominator) is formed. Operation for operation
+    ``torch.optim.Adam``'s single-tensor path (``torch.optim.AdamW``'s with
+    ``decoupled_weight_decay=True``).
+
+    Note:
+        **Where** :math:`\epsilon` **goes.** PyTorch, like Kingma & Ba's paper, adds
+        :math:`\epsilon` *outside* the square root, :math:`\sqrt{\hat v} + \epsilon`, and to
+        the bias-corrected :math:`\hat v`. Some libraries add it inside,
+        :math:`\sqrt{\hat v + \epsilon}` (optax's ``scale_by_adam`` has both: ``eps``
+        outside and ``eps_root`` inside, default 0; TensorFlow 1's Adam added its "epsilon
+        hat" to the uncorrected :math:`\sqrt{v}`). With :math:`\epsilon = 10^{-8}` the
+        forms differ only where :math:`\hat v` is tiny, but there they differ a lot: outside,
+        the largest step is :math:`\eta\hat m / \epsilon`; inside, :math:`\eta \hat m /
+        \sqrt{\epsilon}`. Copying an :math:`\epsilon` between libraries means checking
+        which form each uses.
+
+        **L2 penalty or decoupled decay.** With ``weight_decay`` :math:`\lambda` and
+        ``decoupled_weight_decay=False`` (Adam), :math:`\lambda\theta` is added to the
+        gradient and so passes through :math:`m`, :math:`v` and the division: weights with
+        a large gradient history are barely decayed. With ``decoupled_weight_decay=True``
+        (AdamW) the weights shrink directly, :math:`\theta \leftarrow (1 - \eta\lambda)
+        \theta`, **with the learning rate as a factor**, as PyTorch does. Loshchilov &
+        Hutter's algorithm writes :math:`\theta \leftarrow \theta - \eta_t(\alpha\,
+        \hat m / (\sqrt{\hat v} + \epsilon) + \lambda\theta)` with a schedule multiplier
+        :math:`\eta_t` and a base rate :math:`\alpha`: there the decay follows the schedule
+        but not :math:`\alpha`. PyTorch's :math:`\lambda` is therefore the paper's
+        :math:`\lambda` divided by :math:`\alpha` (``weight_decay=1e-2`` with ``lr=1e-3``
+        decays by :math:`10^{-5}` per step), and changing ``lr`` changes the decay too.
+
+        **AMSGrad** (``amsgrad=True``) divides by the running maximum :math:`\hat v` of
+        :math:`v`, so a coordinate's effective step never grows back after a large gradient;
+        Reddi et al. built it to repair a convergence counterexample for Adam. PyTorch
+        applies the bias correction to the maximum, as here (the paper has none).
+
+    Args:
+        param: the parameter, updated in place.
+        grad: its gradient (not modified).
+        exp_avg: :math:`m`, the first moment, updated in place (starts at zero).
+        exp_avg_sq: :math:`v`, the second moment, updated in place (starts at zero).
+        max_exp_avg_sq: :math:`\hat v`, the running maximum of :math:`v`, updated in place
+            (starts at zero); required when ``amsgrad=True``, else may be ``None``.
+        step: the number of steps taken so far, a 0-dim tensor incremented in place
+            (PyTorch keeps it as a float32 tensor on the CPU).
+        lr, betas, eps, weight_decay, amsgrad, maximize: as in :class:`book.optim.Adam`.
+        decoupled_weight_decay: decay the weights directly, :math:`\theta \leftarrow
+            (1 - \eta\lambda)\theta`, instead of adding :math:`\lambda\theta` to the
+            gradient: AdamW (see :func:`adamw`).
+
+    Example:
+        >>> p, m, v, t = torch.tensor([1.0, 1.0]), torch.zeros(2), torch.zeros(2), torch.tensor(0.0)
+        >>> adam(p, torch.tensor([0.1, 10.0]), m, v, None, t, lr=0.1)
+        >>> p                   # the first step is lr * sign(g), whatever |g|
+        tensor([0.9000, 0.9000])
+
+    References:
+        D. P. Kingma, J. Ba, "Adam: a method for stochastic optimization", ICLR 2015,
+        arXiv:1412.6980.
+        S. J. Reddi, S. Kale, S. Kumar, "On the convergence of Adam and beyond", ICLR 2018
+        (AMSGrad).
+        I. Loshchilov, F. Hutter, "Decoupled weight decay regularization", ICLR 2019,
+        arXiv:1711.05101 (AdamW).
+    """
+    beta1, beta2 = betas
+    step += 1  # t <- t + 1
+    t = step.item()
+    grad = _negate_if(maximize, grad)
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            param.mul_(1 - lr * weight_decay)  # AdamW: theta <- (1 - eta lambda) theta
+        else:
+            grad = grad.add(param, alpha=weight_decay)  # Adam: g <- g + lambda * theta
+    exp_avg.lerp_(grad, 1 - beta1)  # m <- beta1 m + (1 - beta1) g
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)  # v <- beta2 v + (1 - beta2) g^2
+    bias_correction1 = 1 - beta1**t  # 1 - beta1^t
+    bias_correction2 = 1 - beta2**t  # 1 - beta2^t
+    step_size = lr / bias_correction1  # eta / (1 - beta1^t)
+    bias_correction2_sqrt = bias_correction2**0.5
+    if amsgrad:
+        torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)  # vhat <- max(vhat, v)
+        denom = (max_exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)  # sqrt(vhat / (1 - beta2^t)) + eps
+    else:
+        denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)  # sqrt(v / (1 - beta2^t)) + eps
+    param.addcdiv_(exp_avg, denom, value=-step_size)  # theta <- theta - eta mhat / (sqrt(vhat) + eps)
+
+
+@torch.no_grad()
+def adamw(
+    param: Tensor,
+    grad: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    max_exp_avg_sq: Tensor | None,
+    step: Tensor,
+    *,
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 1e-2,
+    amsgrad: bool = False,
+    maximize: bool = False,
+) -> None:
+    r"""One step of AdamW on one tensor: :func:`adam` with ``decoupled_weight_decay=True``.
+
+    The weights decay before the Adam step, :math:`\theta \leftarrow (1 - \eta\lambda)
+    \theta`, and the gradient that enters the moments is the loss's alone. The default
+    ``weight_decay`` is ``1e-2``, as in ``torch.optim.AdamW``. See :func:`adam` for the
+    arguments and :class:`book.optim.AdamW` for the conventions.
+
+    Example:
+        >>> p, m, v, t = torch.tensor([1.0]), torch.zeros(1), torch.zeros(1), torch.tensor(0.0)
+        >>> adamw(p, torch.tensor([0.0]), m, v, None, t, lr=0.1, weight_decay=0.5)
+        >>> p                   # a zero gradient: only the decay, 1 * (1 - 0.1 * 0.5)
+        tensor([0.9500])
+
+    References:
+        I. Loshchilov, F. Hutter, "Decoupled weight decay regularization", ICLR 2019,
+        arXiv:1711.05101.
+    """
+    adam(
+        param,
+        grad,
+        exp_avg,
+        exp_avg_sq,
+        max_exp_avg_sq,
+        step,
+        lr=lr,
+        betas=betas,
+        eps=eps,
+        weight_decay=weight_decay,
+        amsgrad=amsgrad,
+        maximize=maximize,
+        decoupled_weight_decay=True,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Multi-tensor ("foreach") kernels: the same arithmetic on lists of tensors.
+#
+# ``torch._foreach_*`` ops apply one operation to every tensor of a list in one call (one
+# fused launch per list on a GPU; one C++ loop without Python overhead on a CPU). Each
+# kernel below applies, list-wide, exactly the operations of its single-tensor twin above,
+# in the same order, so the results agree (bit for bit on a CPU, where a foreach op is a
+# loop over the same tensor op). They allocate as little as possible: every state update
+# is in place, and a parameter-sized temporary list is created only where the algorithm
+# needs one (e.g. Adam's denominator), reusing the list of modified gradients when there is
+# one. The lists should hold tensors of one device and dtype for speed (mixed lists are
+# still correct: the ops fall back to a loop).
+
+
+def _increment(steps: list[Tensor] | None) -> None:
+    """Add one to every step counter (on the CPU, wrapping 1 in a tensor once is faster)."""
+    if not steps:
+        return
+    if steps[0].is_cpu:
+        torch._foreach_add_(steps, torch.tensor(1.0), alpha=1.0)
+    else:
+        torch._foreach_add_(steps, 1)
+
+
+def _directions(
+    params: list[Tensor], grads: list[Tensor], maximize: bool, weight_decay: float
+) -> tuple[list[Tensor], bool]:
+    r"""The list of :math:`\pm\nabla f + \lambda\theta`, and whether it is a fresh list we may overwrite.
+
+    Without ``maximize`` and weight decay it is ``grads`` itself (no copy; never written).
+    """
+    if maximize:
+        grads = torch._foreach_neg(grads)  # g <- -grad (fresh)
+        if weight_decay != 0:
+            torch._foreach_add_(grads, params, alpha=weight_decay)  # g <- g + lambda theta, in place
+        return grads, True
+    if weight_decay != 0:
+        return torch._foreach_add(grads, params, alpha=weight_decay), True  # g <- grad + lambda theta (fresh)
+    return grads, False
+
+
+@torch.no_grad()
+def sgd_foreach(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momentum_buffers: list[Tensor | None],
+    *,
+    lr: float,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
+    maximize: bool = False,
+) -> list[Tensor | None]:
+    r""":func:`sgd` on lists of tensors with ``torch._foreach_*`` ops.
+
+    ``momentum_buffers[i]`` is the buffer of ``params[i]`` or ``None`` (its first step, or
+    ``momentum=0``). Returns the new list of buffers (the same tensors, updated in place;
+    a new buffer is the gradient's clone, as in :func:`sgd`). Unlike
+    ``torch.optim.SGD``'s foreach path, the gradients are never modified (PyTorch's
+    adds the Nesterov look-ahead into ``p.grad`` in place).
+
+    Example:
+        >>> ps, gs = [torch.ones(2), torch.zeros(3)], [torch.ones(2), torch.ones(3)]
+        >>> bufs = sgd_foreach(ps, gs, [None, None], lr=0.1, momentum=0.9)
+        >>> ps[0], bufs[1]
+        (tensor([0.9000, 0.9000]), tensor([1., 1., 1.]))
+    """
+    momentum_buffers = list(momentum_buffers)
+    if not params:
+        return momentum_buffers
+    grads, owned = _directions(params, grads, maximize, weight_decay)
+    if momentum != 0:
+        old = [i for i, b in enumerate(momentum_buffers) if b is not None]
+        if old:
+            bufs = [momentum_buffers[i] for i in old]
+            torch._foreach_mul_(bufs, momentum)  # b <- mu b
+            torch._foreach_add_(bufs, [grads[i] for i in old], alpha=1 - dampening)  # ... + (1 - tau) g
+        for i, b in enumerate(momentum_buffers):
+            if b is None:
+                momentum_buffers[i] = grads[i].detach().clone()  # b_1 = g_1
+        if nesterov:
+            if owned:
+                torch._foreach_add_(grads, momentum_buffers, alpha=momentum)  # g + mu b, in place
+            else:
+                grads = torch._foreach_add(grads, momentum_buffers, alpha=momentum)  # g + mu b (fresh)
+        else:
+            grads = momentum_buffers  # heavy ball: step along b
+    torch._foreach_add_(params, grads, alpha=-lr)  # theta <- theta - lr d
+    return momentum_buffers
+
+
+@torch.no_grad()
+def adagrad_foreach(
+    params: list[Tensor],
+    grads: list[Tensor],
+    state_sums: list[Tensor],
+    steps: list[Tensor],
+    *,
+    lr: float = 1e-2,
+    lr_decay: float = 0.0,
+    weight_decay: float = 0.0,
+    eps: float = 1e-10,
+    maximize: bool = False,
+) -> None:
+    r""":func:`adagrad` on lists of tensors with ``torch._foreach_*`` ops (one temporary list: :math:`\sqrt{s} + \epsilon`).
+
+    Example:
+        >>> ps, ss, ts = [torch.ones(2)], [torch.zeros(2)], [torch.tensor(0.0)]
+        >>> adagrad_foreach(ps, [torch.tensor([0.1, 10.0])], ss, ts, lr=0.5)
+        >>> ps[0], ts[0]
+        (tensor([0.5000, 0.5000]), tensor(1.))
+    """
+    if not params:
+        return
+    _increment(steps)  # t <- t + 1
+    grads, _ = _directions(params, grads, maximize, weight_decay)
+    minus_clr = [-lr / (1 + (t.item() - 1) * lr_decay) for t in steps]  # -eta_t, per tensor
+    torch._foreach_addcmul_(state_sums, grads, grads, value=1)  # s <- s + g^2
+    std = torch._foreach_sqrt(state_sums)  # sqrt(s) (fresh)
+    torch._foreach_add_(std, eps)  # ... + eps
+    torch._foreach_addcdiv_(params, grads, std, minus_clr)  # theta <- theta - eta_t g / (sqrt(s) + eps)
+
+
+@torch.no_grad()
+def rmsprop_foreach(
+    params: list[Tensor],
+    grads: list[Tensor],
+    square_avgs: list[Tensor],
+    grad_avgs: list[Tensor] | None,
+    momentum_buffers: list[Tensor] | None,
+    steps: list[Tensor] | None,
+    *,
+    lr: float = 1e-2,
+    alpha: float = 0.99,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+    centered: bool = False,
+    maximize: bool = False,
+) -> None:
+    r""":func:`rmsprop` on lists of tensors with ``torch._foreach_*`` ops (one temporary list: the denominator).
+
+    ``grad_avgs`` is needed only with ``centered=True`` and ``momentum_buffers`` only with
+    ``momentum > 0``; either may otherwise be ``None``, and so may ``steps``.
+
+    Example:
+        >>> ps, vs = [torch.ones(2)], [torch.zeros(2)]
+        >>> rmsprop_foreach(ps, [torch.tensor([0.1, 10.0])], vs, None, None, None, lr=0.01)
+        >>> ps[0]
+        tensor([0.9000, 0.9000])
+    """
+    if not params:
+        return
+    _increment(steps)  # a counter only
+    grads, _ = _directions(params, grads, maximize, weight_decay)
+    torch._foreach_mul_(square_avgs, alpha)  # v <- alpha v
+    torch._foreach_addcmul_(square_avgs, grads, grads, value=1 - alpha)  # ... + (1 - alpha) g^2
+    if centered:
+        torch._foreach_lerp_(grad_avgs, grads, 1 - alpha)  # gbar <- alpha gbar + (1 - alpha) g
+        avg = torch._foreach_addcmul(square_avgs, grad_avgs, grad_avgs, value=-1)  # v - gbar^2 (fresh)
+        torch._foreach_sqrt_(avg)  # sqrt(v - gbar^2)
+    else:
+        avg = torch._foreach_sqrt(square_avgs)  # sqrt(v) (fresh)
+    torch._foreach_add_(avg, eps)  # d = ... + eps
+    if momentum > 0:
+        torch._foreach_mul_(momentum_buffers, momentum)  # b <- mu b
+        torch._foreach_addcdiv_(momentum_buffers, grads, avg)  # ... + g / d
+        torch._foreach_add_(params, momentum_buffers, alpha=-lr)  # theta <- theta - eta b
+    else:
+        torch._foreach_addcdiv_(params, grads, avg, value=-lr)  # theta <- theta - eta g / d
+
+
+@torch.no_grad()
+def adadelta_foreach(
+    params: list[Tensor],
+    grads: list[Tensor],
+    square_avgs: list[Tensor],
+    acc_deltas: list[Tensor],
+    steps: list[Tensor] | None,
+    *,
+    lr: float = 1.0,
+    rho: float = 0.9,
+    eps: float = 1e-6,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> None:
+    r""":func:`adadelta` on lists of tensors with ``torch._foreach_*`` ops (two temporary lists: :math:`\sqrt{v+\epsilon}` and :math:`\Delta`).
+
+    Example:
+        >>> ps, vs, us = [torch.ones(1)], [torch.zeros(1)], [torch.zeros(1)]
+        >>> adadelta_foreach(ps, [torch.ones(1)], vs, us, None)
+        >>> ps[0]
+        tensor([0.9968])
+    """
+    if not params:
+        return
+    _increment(steps)  # a counter only
+    grads, _ = _directions(params, grads, maximize, weight_decay)
+    torch._foreach_mul_(square_avgs, rho)  # v <- rho v
+    torch._foreach_addcmul_(square_avgs, grads, grads, value=1 - rho)  # ... + (1 - rho) g^2
+    std = torch._foreach_add(square_avgs, eps)  # v + eps (fresh)
+    torch._foreach_sqrt_(std)  # RMS[g]
+    deltas = torch._foreach_add(acc_deltas, eps)  # u + eps (fresh)
+    torch._foreach_sqrt_(deltas)  # RMS[Delta]
+    torch._foreach_div_(deltas, std)  # RMS[Delta] / RMS[g]
+    torch._foreach_mul_(deltas, grads)  # Delta = ... * g
+    torch._foreach_mul_(acc_deltas, rho)  # u <- rho u
+    torch._foreach_addcmul_(acc_deltas, deltas, deltas, value=1 - rho)  # ... + (1 - rho) Delta^2
+    torch._foreach_add_(params, deltas, alpha=-lr)  # theta <- theta - eta Delta
+
+
+@torch.no_grad()
+def adam_foreach(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    max_exp_avg_sqs: list[Tensor] | None,
+    steps: list[Tensor],
+    *,
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    amsgrad: bool = False,
+    maximize: bool = False,
+    decoupled_weight_decay: bool = False,
+) -> None:
+    r""":func:`adam` (AdamW with ``decoupled_weight_decay=True``) on lists of tensors with ``torch._foreach_*`` ops.
+
+    One temporary list at most: the denominator, written into the list of negated or
+    decayed gradients when there is one. Steps may differ between tensors (a parameter
+    that had no gradient at some step): the bias corrections are per tensor.
+
+    Example:
+        >>> ps, ms, vs, ts = [torch.ones(2)], [torch.zeros(2)], [torch.zeros(2)], [torch.tensor(0.0)]
+        >>> adam_foreach(ps, [torch.tensor([0.1, 10.0])], ms, vs, None, ts, lr=0.1)
+        >>> ps[0]
+        tensor([0.9000, 0.9000])
+    """
+    if not params:
+        return
+    beta1, beta2 = betas
+    _increment(steps)  # t <- t + 1
+    if weight_decay != 0 and decoupled_weight_decay:
+        torch._foreach_mul_(params, 1 - lr * weight_decay)  # AdamW: theta <- (1 - eta lambda) theta
+        grads, owned = _directions(params, grads, maximize, 0.0)
+    else:
+        grads, owned = _directions(params, grads, maximize, weight_decay)  # Adam: g + lambda theta
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)  # m <- beta1 m + (1 - beta1) g
+    torch._foreach_mul_(exp_avg_sqs, beta2)  # v <- beta2 v
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)  # ... + (1 - beta2) g^2
+    ts = [t.item() for t in steps]
+    minus_step_sizes = [-(lr / (1 - beta1**t)) for t in ts]  # -eta / (1 - beta1^t), per tensor
+    bias_corrections2_sqrt = [(1 - beta2**t) ** 0.5 for t in ts]  # sqrt(1 - beta2^t)
+    if amsgrad:
+        torch._foreach_maximum_(max_exp_avg_sqs, exp_avg_sqs)  # vhat <- max(vhat, v)
+        second = max_exp_avg_sqs
+    else:
+        second = exp_avg_sqs
+    if owned:  # g is no longer needed: reuse its memory for the denominator
+        denom = grads
+        torch._foreach_copy_(denom, second)
+        torch._foreach_sqrt_(denom)
+    else:
+        denom = torch._foreach_sqrt(second)  # sqrt(v) (fresh)
+    torch._foreach_div_(denom, bias_corrections2_sqrt)  # sqrt(v) / sqrt(1 - beta2^t)
+    torch._foreach_add_(denom, eps)  # ... + eps
+    torch._foreach_addcdiv_(params, exp_avgs, denom, minus_step_sizes)  # theta <- theta - eta mhat / (...)
+
+
+@torch.no_grad()
+def adamw_foreach(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    max_exp_avg_sqs: list[Tensor] | None,
+    steps: list[Tensor],
+    *,
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 1e-2,
+    amsgrad: bool = False,
+    maximize: bool = False,
+) -> None:
+    """:func:`adamw` on lists of tensors: :func:`adam_foreach` with ``decoupled_weight_decay=True``."""
+    adam_foreach(
+        params,
+        grads,
+        exp_avgs,
+        exp_avg_sqs,
+        max_exp_avg_sqs,
+        steps,
+        lr=lr,
+        betas=betas,
+        eps=eps,
+        weight_decay=weight_decay,
+        amsgrad=amsgrad,
+        maximize=maximize,
+        decoupled_weight_decay=True,
+    )

@@ -1,0 +1,312 @@
+"""book.optim's adaptive optimizers against torch.optim: parameters and state, step for step.
+
+One table (``SPECS``) names each optimizer, its torch.optim twin, the option grid to sweep and
+the hyperparameters of a second parameter group; every test below runs over it. Gradients
+are set directly (a noisy quadratic), so a 100-step run costs a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+
+import book.optim as optim
+from book.optim import functional as F
+
+
+@dataclass
+class Spec:
+    ours: type
+    theirs: type
+    base: dict  # hyperparameters of every case
+    grid: dict  # option -> values, swept as a product
+    second: callable  # case -> the second group's overrides
+    state_keys: callable  # case -> the state keys torch creates
+    rich: dict = field(default_factory=dict)  # a case with every option on (resume, interop)
+
+
+SPECS = {
+    "Adam": Spec(
+        optim.Adam,
+        torch.optim.Adam,
+        dict(lr=1e-2),
+        dict(amsgrad=[False, True], weight_decay=[0.0, 0.1], maximize=[False, True]),
+        lambda c: dict(lr=c["lr"] / 2, betas=(0.8, 0.99), eps=1e-6, weight_decay=2 * c["weight_decay"]),
+        lambda c: {"step", "exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if c["amsgrad"] else set()),
+        dict(lr=1e-2, amsgrad=True, weight_decay=0.1),
+    ),
+    "AdamW": Spec(
+        optim.AdamW,
+        torch.optim.AdamW,
+        dict(lr=1e-2),
+        dict(amsgrad=[False, True], weight_decay=[0.0, 0.1], maximize=[False, True]),
+        lambda c: dict(lr=c["lr"] / 2, betas=(0.8, 0.99), eps=1e-6, weight_decay=2 * c["weight_decay"]),
+        lambda c: {"step", "exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if c["amsgrad"] else set()),
+        dict(lr=1e-2, amsgrad=True, weight_decay=0.1),
+    ),
+}
+
+
+def cases():
+    out = []
+    for name, spec in SPECS.items():
+        keys = list(spec.grid)
+        for values in itertools.product(*spec.grid.values()):
+            case = {**spec.base, **dict(zip(keys, values))}
+            out.append(pytest.param(name, case, id=name + "-" + "-".join(f"{k}{v}" for k, v in zip(keys, values))))
+    return out
+
+
+SHAPES = [(12, 20), (20,), (8, 25)]  # 460 numbers in 3 tensors
+
+
+def make_params(device, dtype):
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(s, generator=g).to(device, dtype).requires_grad_(True) for s in SHAPES]
+
+
+def groups(params, spec, case):
+    """Two parameter groups: the first with the case's hyperparameters, the second with others."""
+    return [{"params": params[:2]}, {"params": params[2:], **spec.second(case)}]
+
+
+def set_grads(params, t, skip=()):
+    """The gradient of a noisy quadratic at step t: the same for every optimizer, different at each step."""
+    g = torch.Generator().manual_seed(1000 + t)
+    for i, p in enumerate(params):
+        noise = torch.randn(p.shape, generator=g).to(p.device, p.dtype)
+        p.grad = None if i in skip else (0.5 * (i + 1)) * p.detach() + noise
+
+
+def run(opt, params, steps, start=0, skip=lambda t: ()):
+    for t in range(start, start + steps):
+        set_grads(params, t, skip(t))
+        opt.step()
+
+
+def tolerance(dtype):
+    return dict(rtol=1e-6, atol=1e-7) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-14)
+
+
+def assert_states_close(ours, theirs, **tol):
+    """Same state, key by key: the same parameters, the same keys, the same tensors (dtype and device too)."""
+    s_ours, s_theirs = ours.state_dict()["state"], theirs.state_dict()["state"]
+    assert s_ours.keys() == s_theirs.keys()
+    for i in s_ours:
+        assert s_ours[i].keys() == s_theirs[i].keys(), i
+        for key in s_ours[i]:
+            a, b = s_ours[i][key], s_theirs[i][key]
+            assert a.dtype == b.dtype and a.device == b.device and a.shape == b.shape, (i, key)
+            torch.testing.assert_close(a, b, **tol)
+
+
+def build(name, case, device, dtype, **kw):
+    """(ours single-tensor, ours foreach, torch): three optimizers on three copies of the same parameters."""
+    spec = SPECS[name]
+    runs = []
+    for cls, extra in [(spec.ours, dict(foreach=False)), (spec.ours, dict(foreach=True)), (spec.theirs, {})]:
+        params = make_params(device, dtype)
+        runs.append((cls(groups(params, spec, case), **case, **extra, **kw), params))
+    return runs
+
+
+# ---------------------------------------------------------------------------
+# Equal to torch.optim, on both paths
+
+
+@pytest.mark.parametrize("name,case", cases())
+def test_equals_torch(device, dtype, name, case):
+    (single, p_single), (multi, p_multi), (theirs, p_theirs) = build(name, case, device, dtype)
+    start = [p.detach().clone() for p in p_theirs]
+    for opt, params in [(single, p_single), (multi, p_multi), (theirs, p_theirs)]:
+        run(opt, params, 100)
+    for p, q, r, p0 in zip(p_single, p_multi, p_theirs, start):
+        assert p.dtype == dtype and p.device.type == device.type
+        assert not torch.allclose(r, p0)  # it moved
+        torch.testing.assert_close(p, r, **tolerance(dtype))  # single-tensor == torch
+        torch.testing.assert_close(q, p, **tolerance(dtype))  # foreach == single-tensor
+        if device.type == "cpu":  # a CPU foreach op is a loop over the same tensor op
+            assert torch.equal(q, p)
+    assert_states_close(single, theirs, **tolerance(dtype))
+    assert_states_close(multi, single, **tolerance(dtype))
+    expected_keys = SPECS[name].state_keys(case)
+    for state in theirs.state.values():
+        assert set(state) == expected_keys
+    for g_ours, g_theirs in zip(single.param_groups, theirs.param_groups):
+        for key, value in g_ours.items():
+            if key not in ("params", "foreach"):
+                assert value == g_theirs[key], key
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_parameters_without_grad_are_skipped(device, name):
+    """A frozen parameter is untouched; one with an intermittent gradient keeps its own step count."""
+    dtype, case = torch.float64, SPECS[name].rich
+    runs = build(name, case, device, dtype)
+    skip = lambda t: (0,) if t % 3 == 0 else ()  # noqa: E731  (tensor 0 has a gradient 2 steps in 3)
+    for opt, params in runs:
+        frozen = torch.zeros(3, device=device, dtype=dtype, requires_grad=True)
+        opt.add_param_group({"params": [frozen]})
+        run(opt, params, 30, skip=skip)
+        assert frozen.grad is None and not frozen.any()  # untouched, even by weight decay
+    (single, p_single), (multi, p_multi), (theirs, p_theirs) = runs
+    for p, q, r in zip(p_single, p_multi, p_theirs):
+        torch.testing.assert_close(p, r, **tolerance(dtype))
+        torch.testing.assert_close(q, r, **tolerance(dtype))
+    assert_states_close(single, theirs, **tolerance(dtype))
+    assert_states_close(multi, theirs, **tolerance(dtype))
+    if "step" in SPECS[name].state_keys(case):
+        steps = [float(theirs.state[p]["step"]) for p in p_theirs]
+        assert steps == [20.0, 30.0, 30.0]
+        assert [float(single.state[p]["step"]) for p in p_single] == steps
+
+
+# ---------------------------------------------------------------------------
+# The Optimizer interface: state_dict round trips, closure, step counters
+
+
+@pytest.mark.parametrize("foreach", [False, True], ids=["single", "foreach"])
+@pytest.mark.parametrize("name", list(SPECS))
+def test_resume_from_state_dict_is_exact(device, dtype, name, foreach):
+    spec, case = SPECS[name], SPECS[name].rich
+    reference = make_params(device, dtype)
+    ref_opt = spec.ours(groups(reference, spec, case), **case, foreach=foreach)
+    run(ref_opt, reference, 60)  # uninterrupted
+
+    params = make_params(device, dtype)
+    opt = spec.ours(groups(params, spec, case), **case, foreach=foreach)
+    run(opt, params, 30)
+    saved = copy.deepcopy(opt.state_dict())
+    resumed = [p.detach().clone().requires_grad_(True) for p in params]  # fresh tensors, same values
+    resumed_opt = spec.ours(groups(resumed, spec, {**case, "lr": 1.0}), **{**case, "lr": 1.0}, foreach=foreach)
+    resumed_opt.load_state_dict(saved)  # restores the lr, the state and the step counters
+    del params, opt
+    run(resumed_opt, resumed, 30, start=30)
+    for p, q in zip(resumed, reference):
+        assert torch.equal(p, q)
+    assert_states_close(resumed_opt, ref_opt, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_state_dicts_interchange_with_torch(device, name):
+    """Drop-in both ways: torch's state_dict continues in ours, and ours in torch's, with the same results."""
+    spec, case, dtype = SPECS[name], SPECS[name].rich, torch.float64
+    for first, second in [(spec.theirs, spec.ours), (spec.ours, spec.theirs)]:
+        params = make_params(device, dtype)
+        opt = first(groups(params, spec, case), **case)
+        run(opt, params, 20)
+        cont = [p.detach().clone().requires_grad_(True) for p in params]
+        cont_opt = second(groups(cont, spec, case), **case)
+        cont_opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+        run(opt, params, 20, start=20)
+        run(cont_opt, cont, 20, start=20)
+        for p, q in zip(cont, params):
+            torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+        assert_states_close(cont_opt, opt, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_step_counter_is_torchs(name):
+    """``step`` is a 0-dim float32 tensor on the CPU, as in torch (float64 when that is the default dtype)."""
+    spec = SPECS[name]
+    for default in (torch.float32, torch.float64):
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(default)
+        try:
+            ours_p, theirs_p = make_params("cpu", torch.float32), make_params("cpu", torch.float32)
+            ours, theirs = spec.ours(ours_p, **spec.base), spec.theirs(theirs_p, **spec.base)
+            run(ours, ours_p, 3)
+            run(theirs, theirs_p, 3)
+        finally:
+            torch.set_default_dtype(previous)
+        for p, q in zip(ours_p, theirs_p):
+            if "step" in theirs.state[q]:
+                a, b = ours.state[p]["step"], theirs.state[q]["step"]
+                assert a.dtype == b.dtype == (torch.float64 if default == torch.float64 else torch.float32)
+                assert a.shape == () and a.device.type == "cpu" and float(a) == float(b) == 3.0
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_closure_and_zero_grad(device, name):
+    spec = SPECS[name]
+    params = make_params(device, torch.float64)
+    opt = spec.ours(params, **spec.base)
+    target = [torch.ones_like(p) for p in params]
+
+    def closure():
+        opt.zero_grad()
+        loss = sum(((p - c) ** 2).sum() for p, c in zip(params, target))
+        loss.backward()
+        return loss
+
+    losses = [opt.step(closure).item() for _ in range(200)]
+    assert losses[-1] < losses[0]  # it descends
+    assert opt.step() is None  # no closure, no loss
+    opt.zero_grad()
+    assert all(p.grad is None for p in params)
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_foreach_is_the_default(name):
+    spec = SPECS[name]
+    opt = spec.ours(make_params("cpu", torch.float32), **spec.base)
+    assert opt.defaults["foreach"] is None
+    assert opt._step_impl(opt.param_groups[0]).__name__.endswith("_foreach")
+    opt.param_groups[0]["foreach"] = False
+    assert opt._step_impl(opt.param_groups[0]).__name__.endswith("_loop")
+
+
+def test_adamw_is_adam_with_decoupled_decay(device, dtype):
+    a, b = make_params(device, dtype), make_params(device, dtype)
+    adamw = optim.AdamW(a, lr=1e-2, weight_decay=0.1)
+    adam = optim.Adam(b, lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)
+    run(adamw, a, 20)
+    run(adam, b, 20)
+    for p, q in zip(a, b):
+        assert torch.equal(p, q)
+    assert optim.AdamW(a).defaults["weight_decay"] == torch.optim.AdamW(b).defaults["weight_decay"] == 1e-2
+
+
+# ---------------------------------------------------------------------------
+# Validation, with torch.optim's messages
+
+ERRORS = [
+    ("Adam", dict(lr=-0.1), r"Invalid learning rate: -0.1"),
+    ("Adam", dict(eps=-1e-8), r"Invalid epsilon value: -1e-08"),
+    ("Adam", dict(betas=(1.0, 0.999)), r"Invalid beta parameter at index 0: 1.0"),
+    ("Adam", dict(betas=(0.9, -0.1)), r"Invalid beta parameter at index 1: -0.1"),
+    ("Adam", dict(weight_decay=-1e-2), r"Invalid weight_decay value: -0.01"),
+    ("AdamW", dict(lr=-1.0), r"Invalid learning rate: -1.0"),
+    ("AdamW", dict(betas=(0.9, 1.5)), r"Invalid beta parameter at index 1: 1.5"),
+    ("AdamW", dict(weight_decay=-1.0), r"Invalid weight_decay value: -1.0"),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,match", [e for e in ERRORS if e[0] in SPECS])
+def test_invalid_hyperparameters(name, kwargs, match):
+    p = torch.zeros(2, requires_grad=True)
+    with pytest.raises(ValueError, match=match):
+        SPECS[name].ours([p], **kwargs)
+    with pytest.raises(ValueError, match=match):  # torch refuses the same inputs with the same words
+        SPECS[name].theirs([p], **kwargs)
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_nan_and_empty_are_refused(name):
+    with pytest.raises(ValueError, match="Invalid learning rate: nan"):
+        SPECS[name].ours([torch.zeros(2, requires_grad=True)], lr=float("nan"))
+    with pytest.raises(ValueError, match="empty parameter list"):
+        SPECS[name].ours([])
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_sparse_gradients_are_refused(name):
+    p = torch.zeros(3, requires_grad=True)
+    opt = SPECS[name].ours([p], **SPECS[name].base)
+    p.grad = torch.zeros(3).to_sparse()
+    with pytest.raises(RuntimeError, match="does not support sparse gradients"):
+        opt.step()
