@@ -48,6 +48,35 @@ SPECS = {
         lambda c: {"step", "exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if c["amsgrad"] else set()),
         dict(lr=1e-2, amsgrad=True, weight_decay=0.1),
     ),
+    "RMSprop": Spec(
+        optim.RMSprop,
+        torch.optim.RMSprop,
+        dict(lr=1e-3),
+        dict(centered=[False, True], momentum=[0.0, 0.9], weight_decay=[0.0, 0.1], maximize=[False, True]),
+        lambda c: dict(lr=c["lr"] / 2, alpha=0.9, eps=1e-6, momentum=c["momentum"] / 2, weight_decay=2 * c["weight_decay"]),
+        lambda c: {"step", "square_avg"}
+        | ({"momentum_buffer"} if c["momentum"] > 0 else set())
+        | ({"grad_avg"} if c["centered"] else set()),
+        dict(lr=1e-3, centered=True, momentum=0.9, weight_decay=0.1),
+    ),
+    "Adagrad": Spec(
+        optim.Adagrad,
+        torch.optim.Adagrad,
+        dict(lr=5e-2),
+        dict(lr_decay=[0.0, 0.01], initial_accumulator_value=[0.0, 0.1], weight_decay=[0.0, 0.1], maximize=[False, True]),
+        lambda c: dict(lr=c["lr"] / 2, lr_decay=2 * c["lr_decay"], eps=1e-8, weight_decay=2 * c["weight_decay"]),
+        lambda c: {"step", "sum"},
+        dict(lr=5e-2, lr_decay=0.01, initial_accumulator_value=0.1, weight_decay=0.1),
+    ),
+    "Adadelta": Spec(
+        optim.Adadelta,
+        torch.optim.Adadelta,
+        dict(),
+        dict(lr=[1.0, 0.5], weight_decay=[0.0, 0.1], maximize=[False, True]),
+        lambda c: dict(lr=c.get("lr", 1.0) / 2, rho=0.8, eps=1e-5, weight_decay=2 * c["weight_decay"]),
+        lambda c: {"step", "square_avg", "acc_delta"},
+        dict(lr=1.0, weight_decay=0.1),
+    ),
 }
 
 
@@ -283,6 +312,21 @@ ERRORS = [
     ("AdamW", dict(lr=-1.0), r"Invalid learning rate: -1.0"),
     ("AdamW", dict(betas=(0.9, 1.5)), r"Invalid beta parameter at index 1: 1.5"),
     ("AdamW", dict(weight_decay=-1.0), r"Invalid weight_decay value: -1.0"),
+    ("RMSprop", dict(lr=-1e-3), r"Invalid learning rate: -0.001"),
+    ("RMSprop", dict(eps=-1.0), r"Invalid epsilon value: -1.0"),
+    ("RMSprop", dict(momentum=-0.9), r"Invalid momentum value: -0.9"),
+    ("RMSprop", dict(weight_decay=-0.1), r"Invalid weight_decay value: -0.1"),
+    ("RMSprop", dict(alpha=-0.99), r"Invalid alpha value: -0.99"),
+    ("Adagrad", dict(lr=-1e-2), r"Invalid learning rate: -0.01"),
+    ("Adagrad", dict(lr_decay=-0.1), r"Invalid lr_decay value: -0.1"),
+    ("Adagrad", dict(weight_decay=-0.1), r"Invalid weight_decay value: -0.1"),
+    ("Adagrad", dict(initial_accumulator_value=-0.1), r"Invalid initial_accumulator_value value: -0.1"),
+    ("Adagrad", dict(eps=-1e-10), r"Invalid epsilon value: -1e-10"),
+    ("Adadelta", dict(lr=-1.0), r"Invalid learning rate: -1.0"),
+    ("Adadelta", dict(rho=1.5), r"Invalid rho value: 1.5"),
+    ("Adadelta", dict(rho=-0.1), r"Invalid rho value: -0.1"),
+    ("Adadelta", dict(eps=-1e-6), r"Invalid epsilon value: -1e-06"),
+    ("Adadelta", dict(weight_decay=-0.1), r"Invalid weight_decay value: -0.1"),
 ]
 
 
@@ -310,3 +354,61 @@ def test_sparse_gradients_are_refused(name):
     p.grad = torch.zeros(3).to_sparse()
     with pytest.raises(RuntimeError, match="does not support sparse gradients"):
         opt.step()
+
+
+# ---------------------------------------------------------------------------
+# Conventions the docstrings state
+
+
+def test_adagrad_state_is_created_at_construction_as_torch_does(device):
+    """Every parameter has a state before the first step, with the constructor's accumulator value
+    (a group's own initial_accumulator_value is ignored, as in torch)."""
+    ours_p, theirs_p = make_params(device, torch.float32), make_params(device, torch.float32)
+    make = lambda cls, ps: cls(  # noqa: E731
+        [{"params": ps[:2]}, {"params": ps[2:], "initial_accumulator_value": 5.0}], initial_accumulator_value=0.3
+    )
+    ours, theirs = make(optim.Adagrad, ours_p), make(torch.optim.Adagrad, theirs_p)
+    assert_states_close(ours, theirs, rtol=0, atol=0)
+    assert all(float(ours.state[p]["sum"].max()) == pytest.approx(0.3) for p in ours_p)
+
+
+def test_adadelta_first_step_is_sqrt_eps_over_one_minus_rho(device):
+    p = torch.tensor([2.0, -3.0], device=device, dtype=torch.float64, requires_grad=True)
+    opt = optim.Adadelta([p], rho=0.9, eps=1e-6)
+    p.grad = torch.tensor([5.0, -0.01], device=device, dtype=torch.float64)
+    opt.step()
+    g = torch.tensor([5.0, -0.01], dtype=torch.float64)
+    expected = torch.tensor([2.0, -3.0], dtype=torch.float64) - (1e-6 / (0.1 * g**2 + 1e-6)).sqrt() * g
+    torch.testing.assert_close(p.detach().cpu(), expected, rtol=1e-14, atol=0)
+
+
+def test_adam_eps_is_outside_the_square_root():
+    """On a tiny gradient the two eps conventions differ by orders of magnitude; ours (torch's) is outside."""
+    g = torch.tensor([1e-9, 1.0], dtype=torch.float64)
+    p, m, v = torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+    F.adam(p, g, m, v, None, torch.tensor(0.0), lr=1.0, eps=1e-8)
+    outside = -g / (g.abs() + 1e-8)  # first step: mhat = g, vhat = g^2
+    inside = -g / (g**2 + 1e-8).sqrt()
+    torch.testing.assert_close(p, outside, rtol=1e-12, atol=0)
+    assert float(p[0]) == pytest.approx(-1 / 11) and float(inside[0]) == pytest.approx(-1e-5)
+
+
+def test_adamw_decay_is_multiplied_by_lr():
+    """PyTorch's AdamW shrinks by (1 - lr * wd) per step, not by (1 - wd)."""
+    for lr in (1e-1, 1e-3):
+        w = torch.ones(4, dtype=torch.float64, requires_grad=True)
+        opt = optim.AdamW([w], lr=lr, weight_decay=0.5)
+        for _ in range(10):
+            w.grad = torch.zeros(4, dtype=torch.float64)
+            opt.step()
+        torch.testing.assert_close(w.detach(), torch.full((4,), (1 - lr * 0.5) ** 10, dtype=torch.float64))
+
+
+def test_rmsprop_first_step_and_centered_steps_are_larger():
+    g = torch.tensor([0.3, -2.0])
+    plain, centered = torch.zeros(2, requires_grad=True), torch.zeros(2, requires_grad=True)
+    o1, o2 = optim.RMSprop([plain], lr=0.01), optim.RMSprop([centered], lr=0.01, centered=True)
+    plain.grad, centered.grad = g.clone(), g.clone()
+    o1.step(), o2.step()
+    torch.testing.assert_close(plain.detach(), -0.01 / 0.1 * g.sign(), rtol=1e-6, atol=0)  # eta / sqrt(1 - alpha)
+    assert bool((centered.detach().abs() > plain.detach().abs()).all())  # std < RMS

@@ -27,7 +27,10 @@ Each optimizer comes in two layers:
 """
 
 from book.optim import functional
+from book.optim.adadelta import Adadelta
+from book.optim.adagrad import Adagrad
 from book.optim.adam import Adam, AdamW
+from book.optim.rmsprop import RMSprop
 from book.optim.sgd import SGD
 
-__all__ = ["SGD", "Adam", "AdamW", "functional"]
+__all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "functional"]
