@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 JB     := $(VENV)/bin/jupyter-book
 
 .DEFAULT_GOAL := help
-.PHONY: help install book test lab clean exercises grade
+.PHONY: help install book test lab clean exercises grade bench
 
 help:
 	@echo "make book    build the HTML book into _build/html (executes chapters, cached)"
@@ -16,6 +16,7 @@ help:
 	@echo "make lab     open JupyterLab on the repository"
 	@echo "make exercises  regenerate exercises/ from solutions/"
 	@echo "make grade NB=path  grade notebooks (files or folders) from the shell"
+	@echo "make bench   time book.optim against torch.optim and the memory bandwidth (a few minutes)"
 	@echo "make clean   remove build outputs (keeps .venv)"
 
 # (Re)install when the dependency lists change.
@@ -41,6 +42,9 @@ exercises: $(STAMP)
 
 grade: $(STAMP)
 	$(VENV)/bin/book-grade $(or $(NB),exercises)
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_optim.py
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab
