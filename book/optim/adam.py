@@ -7,12 +7,14 @@ from typing import Callable, Iterable
 import torch
 from torch.optim import Optimizer
 
+from book.optim import compiled as _compiled
 from book.optim import functional as F
 from book.optim._base import dense_grad, single_tensor_loop, step_counter, use_foreach
 
 __all__ = ["Adam", "AdamW"]
 
 _adam_loop = single_tensor_loop(F.adam)
+_adam_compiled_loop = single_tensor_loop(_compiled.adam)
 
 
 class Adam(Optimizer):
@@ -71,6 +73,10 @@ class Adam(Optimizer):
         maximize: ascend the objective instead of descending it (default False).
         decoupled_weight_decay: decay the weights as AdamW does (default False; see
             :class:`AdamW`).
+        compiled: step each tensor with :func:`book.optim.compiled.adam`, the same math
+            compiled by ``torch.compile`` into one pass over memory (default False; opt-in:
+            the first step compiles for seconds). Overrides ``foreach``; kept as the attribute
+            ``compiled``, not in the parameter groups or the ``state_dict``.
 
     Raises:
         ValueError: for a negative ``lr``, ``eps`` or ``weight_decay``, or a beta outside
@@ -109,6 +115,7 @@ class Adam(Optimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         decoupled_weight_decay: bool = False,
+        compiled: bool = False,
     ) -> None:
         # `not 0 <= x` rejects NaN as well as negative values
         if not 0.0 <= lr:
@@ -132,6 +139,7 @@ class Adam(Optimizer):
             decoupled_weight_decay=decoupled_weight_decay,
         )
         super().__init__(params, defaults)
+        self.compiled = bool(compiled)  # an execution choice, like a device: not a group hyperparameter
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
@@ -165,6 +173,8 @@ class Adam(Optimizer):
 
     def _step_impl(self, group: dict) -> Callable:
         """The kernel on lists that steps this group: the multi-tensor one or the single-tensor loop."""
+        if getattr(self, "compiled", False):
+            return _adam_compiled_loop
         return F.adam_foreach if use_foreach(group) else _adam_loop
 
     @torch.no_grad()
@@ -245,6 +255,7 @@ class AdamW(Adam):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
+        compiled: bool = False,
     ) -> None:
         super().__init__(
             params,
@@ -256,6 +267,7 @@ class AdamW(Adam):
             foreach=foreach,
             maximize=maximize,
             decoupled_weight_decay=True,
+            compiled=compiled,
         )
 
     def __setstate__(self, state: dict) -> None:
