@@ -114,6 +114,56 @@ def test_equals_torch_sgd(device, dtype, case):
             assert g_ours[key] == g_theirs[key], key
 
 
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_foreach_path_equals_single_tensor_path(device, dtype, case):
+    """foreach=True (the default) and foreach=False take the same steps, and both are torch's."""
+    lr = 0.05
+    models = [make_model(device, dtype) for _ in range(3)]
+    single = two_groups(models[0], SGD, lr, foreach=False, **case)
+    multi = two_groups(models[1], SGD, lr, foreach=True, **case)
+    theirs = two_groups(models[2], torch.optim.SGD, lr, foreach=True, **case)
+    for model, opt in zip(models, (single, multi, theirs)):
+        train(model, opt, 100, device, dtype)
+    for p, q, r in zip(*(m.parameters() for m in models)):
+        torch.testing.assert_close(p, r, **tolerance(dtype))
+        torch.testing.assert_close(q, p, **tolerance(dtype))
+        if device.type == "cpu":  # a CPU foreach op is a loop over the same tensor op
+            assert torch.equal(q, p)
+    assert_states_close(multi, single, **tolerance(dtype))
+    assert_states_close(single, theirs, **tolerance(dtype))
+
+
+def test_foreach_is_the_default_and_leaves_gradients_alone(device):
+    """Unlike torch's foreach path, ours never writes into p.grad (torch adds the Nesterov look-ahead there)."""
+    model = make_model(device, torch.float64)
+    opt = SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    assert opt.defaults["foreach"] is None and opt._step_impl(opt.param_groups[0]) is F.sgd_foreach
+    for _ in range(3):
+        opt.zero_grad()
+        loss_at(model, 0, device, torch.float64).backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        opt.step()
+        for p, g in zip(model.parameters(), grads):
+            assert torch.equal(p.grad, g)
+
+
+def test_foreach_kernel_with_mixed_first_steps(device, dtype):
+    """Buffers that exist and buffers still None in one call: each follows the single-tensor kernel."""
+    g = torch.Generator().manual_seed(5)
+    params = [torch.randn(4, 3, generator=g).to(device, dtype) for _ in range(3)]
+    grads = [torch.randn(4, 3, generator=g).to(device, dtype) for _ in range(3)]
+    ref = [p.clone() for p in params]
+    bufs = [grads[0].clone(), None, grads[2] * 2]
+    ref_bufs = [None if b is None else b.clone() for b in bufs]
+    kw = dict(lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.01)
+    new = F.sgd_foreach(params, grads, bufs, **kw)
+    ref_new = [F.sgd(p, gr, b, **kw) for p, gr, b in zip(ref, grads, ref_bufs)]
+    for p, q, b, c in zip(params, ref, new, ref_new):
+        torch.testing.assert_close(p, q, **tolerance(dtype))
+        torch.testing.assert_close(b, c, **tolerance(dtype))
+    assert new[0] is bufs[0] and new[2] is bufs[2]  # updated in place
+
+
 @pytest.mark.parametrize("case", [c for c in CASES if not c["maximize"]], ids=[i for i in IDS if "maximize" not in i])
 def test_kernel_equals_torch_functional(device, dtype, case):
     """The single-tensor kernel against torch.optim's own functional sgd, 20 steps."""

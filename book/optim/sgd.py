@@ -8,8 +8,11 @@ import torch
 from torch.optim import Optimizer
 
 from book.optim import functional as F
+from book.optim._base import dense_grad, single_tensor_loop, use_foreach
 
 __all__ = ["SGD"]
+
+_sgd_loop = single_tensor_loop(F.sgd)
 
 
 class SGD(Optimizer):
@@ -73,6 +76,14 @@ class SGD(Optimizer):
         taken at the stored parameters rather than at a look-ahead point. It requires
         ``momentum > 0`` and ``dampening = 0``.
 
+        **foreach.** ``foreach=None`` (the default) or ``True`` runs
+        :func:`book.optim.functional.sgd_foreach`, one ``torch._foreach_*`` call per
+        operation for all the parameters of a group; ``foreach=False`` runs
+        :func:`book.optim.functional.sgd` once per parameter. Both give the same numbers
+        (bit for bit on a CPU). The multi-tensor path is the default because it was faster
+        on a 200-tensor, one-million-parameter model on a 2-core CPU (about 1.8 to 3.9
+        times); PyTorch picks it by default only on GPUs.
+
     Args:
         params: an iterable of tensors, or of dicts defining parameter groups.
         lr: the learning rate :math:`\eta \ge 0` (default ``1e-3``, as PyTorch).
@@ -82,6 +93,8 @@ class SGD(Optimizer):
         weight_decay: :math:`\lambda \ge 0`, the L2 penalty's coefficient (default 0).
         nesterov: use Nesterov momentum (default False).
         maximize: ascend the objective instead of descending it (default False).
+        foreach: ``None`` or ``True`` for the multi-tensor kernel, ``False`` for the
+            single-tensor loop (default ``None``: multi-tensor).
 
     Raises:
         ValueError: for a negative ``lr``, ``momentum`` or ``weight_decay``, or
@@ -121,6 +134,7 @@ class SGD(Optimizer):
         nesterov: bool = False,
         *,
         maximize: bool = False,
+        foreach: bool | None = None,
     ) -> None:
         # `not x >= 0` rejects NaN as well as negative values
         if not lr >= 0.0:
@@ -138,6 +152,7 @@ class SGD(Optimizer):
             weight_decay=weight_decay,
             nesterov=nesterov,
             maximize=maximize,
+            foreach=foreach,
         )
         super().__init__(params, defaults)
 
@@ -146,6 +161,22 @@ class SGD(Optimizer):
         for group in self.param_groups:
             group.setdefault("nesterov", False)
             group.setdefault("maximize", False)
+            group.setdefault("foreach", None)
+
+    def _init_group(self, group: dict) -> tuple[list, list, list]:
+        """The group's parameters that have a gradient, their gradients and momentum buffers (``None`` before the first step)."""
+        params, grads, momentum_buffers = [], [], []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            params.append(p)
+            grads.append(dense_grad(p, "SGD"))
+            momentum_buffers.append(self.state[p].get("momentum_buffer") if group["momentum"] != 0 else None)
+        return params, grads, momentum_buffers
+
+    def _step_impl(self, group: dict) -> Callable:
+        """The kernel on lists that steps this group: the multi-tensor one or the single-tensor loop."""
+        return F.sgd_foreach if use_foreach(group) else _sgd_loop
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
@@ -159,24 +190,21 @@ class SGD(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("book.optim.SGD does not support sparse gradients; use torch.optim.SGD")
-                uses_buffer = group["momentum"] != 0
-                buf = self.state[p].get("momentum_buffer") if uses_buffer else None
-                buf = F.sgd(
-                    p,
-                    p.grad,
-                    buf,
-                    lr=group["lr"],
-                    momentum=group["momentum"],
-                    dampening=group["dampening"],
-                    weight_decay=group["weight_decay"],
-                    nesterov=group["nesterov"],
-                    maximize=group["maximize"],
-                )
-                if uses_buffer:
+            params, grads, momentum_buffers = self._init_group(group)
+            if not params:
+                continue
+            momentum_buffers = self._step_impl(group)(
+                params,
+                grads,
+                momentum_buffers,
+                lr=group["lr"],
+                momentum=group["momentum"],
+                dampening=group["dampening"],
+                weight_decay=group["weight_decay"],
+                nesterov=group["nesterov"],
+                maximize=group["maximize"],
+            )
+            if group["momentum"] != 0:  # like torch: no state at all without momentum
+                for p, buf in zip(params, momentum_buffers):
                     self.state[p]["momentum_buffer"] = buf
         return loss
