@@ -274,7 +274,7 @@ def time_variants(optimizers: dict, repeats: int, target_s: float = 0.02, warmup
             for _ in range(n):
                 opt.step()
             samples[variant].append((time.perf_counter() - start) / n)
-    return {v: statistics.median(s) for v, s in samples.items()}, first
+    return {v: (statistics.median(s), min(s)) for v, s in samples.items()}, first
 
 
 def run(
@@ -286,6 +286,7 @@ def run(
     use_compiled: bool = True,
     triad_numel: int = 2**25,
     target_s: float = 0.02,
+    progress: bool = False,
 ) -> dict:
     """Run the benchmark and return its results as a JSON-ready dict (see ``format_table``)."""
     if threads is not None:
@@ -301,10 +302,12 @@ def run(
             continue
         for numel in sizes:
             for layout in layouts:
+                started = time.perf_counter()
                 params = make_params(numel, layout)
                 made, missing = build_variants(name, params, use_compiled)
                 compile_before = dict(bcompiled.compile_seconds)
-                medians, first = time_variants(made, repeats, target_s=target_s)
+                timings, first = time_variants(made, repeats, target_s=target_s)
+                medians = {v: med for v, (med, _) in timings.items()}
                 compile_new = {str(k): s for k, s in bcompiled.compile_seconds.items() if k not in compile_before}
                 default = torch_default(name, params)
                 n_bytes = ARRAYS[name] * 4 * numel
@@ -315,6 +318,7 @@ def run(
                         t = medians[variant]
                         row.update(
                             ms=t * 1e3,
+                            best_ms=timings[variant][1] * 1e3,
                             first_step_s=first[variant],
                             vs_default=t / medians[default] if default in medians else None,
                             vs_fused=t / medians["torch-fused"] if "torch-fused" in medians else None,
@@ -327,6 +331,9 @@ def run(
                         row["missing"] = missing.get(variant, "n/a")
                     rows.append(row)
                 del made, params
+                if progress:
+                    print(f"  {name} {format_size(numel)} {layout}: {time.perf_counter() - started:.1f} s",
+                          file=sys.stderr, flush=True)
     return {"machine": info, "repeats": repeats, "rows": rows}
 
 
@@ -337,10 +344,11 @@ def format_table(results: dict) -> str:
         f"date {m['date']} | CPU {m['cpu']} | {m['cores']} cores | torch {m['torch']} | "
         f"{m['threads']} threads | load average {m['load_average_1min']}",
         f"memory bandwidth (STREAM triad a = b + s*c, 12 B/element, best of 10): {m['triad_gbps']:.1f} GB/s",
-        "ratios: time / torch default (torch's foreach=None pick, marked *) and time / torch fused; "
+        "ms/step: median over the repeats; best: the fastest repeat. "
+        "ratios (of medians): time / torch default (torch's foreach=None pick, marked *) and time / torch fused; "
         "<1 is faster. %BW: bytes the algorithm must move / time / triad bandwidth.",
         "",
-        f"{'optimizer':<9} {'size':>5} {'layout':<6} {'variant':<14} {'ms/step':>9} {'/default':>8} "
+        f"{'optimizer':<9} {'size':>5} {'layout':<6} {'variant':<14} {'ms/step':>9} {'best':>8} {'/default':>8} "
         f"{'/fused':>7} {'GB/s':>6} {'%BW':>5}  note",
     ]
     lines.append("-" * len(lines[-1]))
@@ -357,7 +365,7 @@ def format_table(results: dict) -> str:
         star = "*" if r["variant"] == r["torch_default"] else ""
         name = (r["variant"] + star)[:14]
         if "ms" not in r:
-            lines.append(f"{head}{name:<14} {'—':>9} {'':>8} {'':>7} {'':>6} {'':>5}  {r['missing']}")
+            lines.append(f"{head}{name:<14} {'—':>9} {'':>8} {'':>8} {'':>7} {'':>6} {'':>5}  {r['missing']}")
             continue
 
         def ratio(x):
@@ -365,7 +373,7 @@ def format_table(results: dict) -> str:
 
         note = f"compile {r['compile_s']:.1f} s" if r.get("compile_s") else ""
         lines.append(
-            f"{head}{name:<14} {r['ms']:>9.2f} {ratio(r['vs_default']):>8} {ratio(r['vs_fused']):>7} "
+            f"{head}{name:<14} {r['ms']:>9.2f} {r['best_ms']:>8.2f} {ratio(r['vs_default']):>8} {ratio(r['vs_fused']):>7} "
             f"{r['gbps']:>6.1f} {100 * r['of_triad']:>4.0f}%  {note}".rstrip()
         )
     return "\n".join(lines)
@@ -393,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         use_compiled=not args.no_compiled,
         triad_numel=2**23 if args.quick else 2**25,
+        progress=True,
     )
     print(format_table(results))
     if args.json is not None:
