@@ -389,10 +389,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-compiled", action="store_true", help="skip the compiled path (no compile time)")
     parser.add_argument("--quick", action="store_true",
                         help="a fast smoke run: 256K parameters, SGD and Adam, 3 repeats, no compiled path")
+    parser.add_argument("--warm-cache", action="store_true",
+                        help="reuse TorchInductor's on-disk cache (default: a fresh one, so compile times are cold)")
     parser.add_argument("--json", type=Path, default=None, help="also save the results here")
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.optimizers, args.repeats, args.no_compiled = "256K", "sgd,adam", 3, True
+    if not args.warm_cache and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        import tempfile
+
+        # a fresh cache: the reported compile time is what a first run pays, C++ build included
+        import atexit
+        import shutil
+
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench_optim_inductor_")
+        atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
     results = run(
         sizes=[parse_size(s) for s in args.sizes.split(",")],
         layouts=args.layouts.split(","),
