@@ -143,6 +143,7 @@ def test_amsgrad_without_buffer_raises():
     [
         pytest.param("Adam", dict(lr=0.01), id="Adam"),
         pytest.param("AdamW", dict(lr=0.01, weight_decay=0.05, maximize=True, betas=(0.8, 0.99)), id="AdamW"),
+        pytest.param("SGD", dict(lr=0.01, momentum=0.8, nesterov=True, maximize=True), id="SGD"),
     ],
 )
 def test_class_compiled_equals_torch(compiles, device, name, options):
@@ -162,5 +163,7 @@ def test_class_compiled_equals_torch(compiles, device, name, options):
         ref.step()
     for a, b in zip(ours, theirs):
         _assert_close(a, b, "param")
-        for key in ("exp_avg", "exp_avg_sq", "step"):
+        assert set(opt.state[a]) == set(ref.state[b])
+        for key in ref.state[b]:
             _assert_close(opt.state[a][key], ref.state[b][key], key)
+    assert any(key[0] == name.lower().rstrip("w") for key in compiled.compile_seconds)  # compiled path ran
