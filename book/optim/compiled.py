@@ -172,6 +172,18 @@ def _call(kind: str, options: tuple, key_extra: tuple, tensors: tuple) -> None:
     compile_seconds[key] = time.perf_counter() - start
 
 
+_last_scalars: list = [None, None]  # (values and device, tensor): parameters of one step share it
+
+
+def _scalars(values: tuple[float, ...], device: torch.device) -> Tensor:
+    """The scalars as one float64 tensor on ``device``; reused while the values repeat (every
+    parameter of a group at one step), so a step makes one small tensor, not one per parameter."""
+    key = (values, device)
+    if _last_scalars[0] != key:
+        _last_scalars[:] = [key, torch.tensor(values, dtype=torch.float64, device=device)]
+    return _last_scalars[1]
+
+
 def _flat(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.view(-1)
 
@@ -225,11 +237,8 @@ def adam(
     t = step.item()
     bias_correction1 = 1 - beta1**t  # in double precision, as the kernel
     bias_correction2_sqrt = (1 - beta2**t) ** 0.5
-    scalars = torch.tensor(
-        [lr, beta1, beta2, eps, weight_decay, lr / bias_correction1, bias_correction2_sqrt],
-        dtype=torch.float64,
-        device=param.device,
-    )
+    scalars = _scalars((lr, beta1, beta2, eps, weight_decay, lr / bias_correction1, bias_correction2_sqrt),
+                       param.device)
     options = (bool(amsgrad), bool(maximize), weight_decay != 0, bool(decoupled_weight_decay))
     tensors = (_flat(param), _flat(grad), _flat(exp_avg), _flat(exp_avg_sq),
                _flat(max_exp_avg_sq) if amsgrad else None, scalars)
@@ -280,7 +289,7 @@ def sgd(
     if momentum == 0 or momentum_buffer is None or not _compilable(param, grad, momentum_buffer):
         return F.sgd(param, grad, momentum_buffer, lr=lr, momentum=momentum, dampening=dampening,
                      weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
-    scalars = torch.tensor([lr, momentum, dampening, weight_decay], dtype=torch.float64, device=param.device)
+    scalars = _scalars((lr, momentum, dampening, weight_decay), param.device)
     options = (bool(maximize), weight_decay != 0, bool(nesterov))
     tensors = (_flat(param), _flat(grad), _flat(momentum_buffer), scalars)
     _call("sgd", options, (param.dtype, param.device.type), tensors)
