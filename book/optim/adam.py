@@ -55,10 +55,10 @@ class Adam(Optimizer):
         operation for all the parameters of a group; ``foreach=False`` runs the
         single-tensor kernel once per parameter. Both give the same numbers (bit for bit
         on a CPU). The multi-tensor path is the default because it was faster on a model
-        of 200 tensors and one million parameters on a 2-core CPU (about 1.1 to 2.5 times
-        with weight decay, about even without; on a GPU it also saves a kernel launch per
-        tensor and operation). PyTorch picks foreach by default only on GPUs; the results
-        are the same either way.
+        of 200 tensors and one million parameters on a shared 2-core CPU (a whole ``step``
+        about 1.5 to 3 times faster for Adam and AdamW; on a GPU it also saves a kernel
+        launch per tensor and operation; ``benchmarks/`` has the careful numbers).
+        PyTorch picks foreach by default only on GPUs; the results are the same either way.
 
     Args:
         params: an iterable of tensors, or of dicts defining parameter groups.

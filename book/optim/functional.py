@@ -136,6 +136,13 @@ def adagrad(
 
     Operation for operation ``torch.optim.Adagrad``'s single-tensor path.
 
+    Note:
+        ``lr_decay`` is PyTorch's addition, not Duchi et al.'s: the learning rate itself
+        decays as :math:`\eta / (1 + (t - 1)\delta)`, on top of the adaptive
+        :math:`1 / \sqrt{s}` (default :math:`\delta = 0`). :math:`\epsilon` is added
+        outside the square root; the initial value of :math:`s` (PyTorch's
+        ``initial_accumulator_value``, default 0; 0.1 in TensorFlow) bounds the first steps.
+
     Args:
         param: the parameter, updated in place.
         grad: its gradient, same shape as ``param`` (not modified).
@@ -203,6 +210,15 @@ def rmsprop(
             b \leftarrow \mu b + g / d,\ \ \theta \leftarrow \theta - \eta b
 
     Operation for operation ``torch.optim.RMSprop``'s single-tensor path.
+
+    Note:
+        Tieleman & Hinton's RMSprop is the plain form: no bias correction (:math:`v` starts
+        at zero, so the first step is :math:`\eta/\sqrt{1-\alpha}` times the gradient's
+        sign) and :math:`\epsilon` outside the square root (TensorFlow puts it inside).
+        ``centered=True`` is Graves's variant: it divides by an estimate of the gradient's
+        standard deviation, :math:`\sqrt{v - \bar g^2}`, instead of its root mean square.
+        With ``momentum`` the buffer accumulates the *normalized* gradient :math:`g/d` and
+        starts at zero (SGD's starts at the first gradient), and ``lr`` scales the buffer.
 
     Args:
         param: the parameter, updated in place.
@@ -276,8 +292,15 @@ def adadelta(
         u &\leftarrow \rho u + (1 - \rho)\, \Delta \odot \Delta \\
         \theta &\leftarrow \theta - \eta\, \Delta
 
-    Operation for operation ``torch.optim.Adadelta``'s single-tensor path. Zeiler's
-    algorithm has no learning rate (:math:`\eta = 1`, PyTorch's default).
+    Operation for operation ``torch.optim.Adadelta``'s single-tensor path.
+
+    Note:
+        Zeiler's algorithm has no learning rate: the ratio of root mean squares gives
+        :math:`\Delta` the units of :math:`\theta`. PyTorch multiplies it by ``lr``,
+        default **1.0**, which is Zeiler's method; any other value scales every step and,
+        through :math:`u`, the later ones too. Both :math:`\epsilon` are inside the square
+        roots, as in the paper; the numerator's sets the first steps' size,
+        :math:`\approx\sqrt{\epsilon/(1-\rho)}`.
 
     Args:
         param: the parameter, updated in place.
@@ -493,9 +516,9 @@ def adamw(
 # kernel below applies, list-wide, exactly the operations of its single-tensor twin above,
 # in the same order, so the results agree (bit for bit on a CPU, where a foreach op is a
 # loop over the same tensor op). They allocate as little as possible: every state update
-# is in place, and a parameter-sized temporary list is created only where the algorithm
-# needs one (e.g. Adam's denominator), reusing the list of modified gradients when there is
-# one. The lists should hold tensors of one device and dtype for speed (mixed lists are
+# is in place, the gradients are copied only when maximize or weight decay changes them
+# (and then modified in place), and a parameter-sized temporary list is created only where
+# the algorithm needs one (e.g. Adam's denominator). The lists should hold tensors of one device and dtype for speed (mixed lists are
 # still correct: the ops fall back to a loop).
 
 
@@ -716,8 +739,10 @@ def adam_foreach(
 ) -> None:
     r""":func:`adam` (AdamW with ``decoupled_weight_decay=True``) on lists of tensors with ``torch._foreach_*`` ops.
 
-    One temporary list at most: the denominator, written into the list of negated or
-    decayed gradients when there is one. Steps may differ between tensors (a parameter
+    Temporaries: the denominator, and before it the negated or decayed gradients when
+    ``maximize`` or a coupled ``weight_decay`` asks for them (freed before the denominator
+    is made, so the allocator can reuse their memory; on a CPU this measured faster than
+    copying into a kept buffer). Steps may differ between tensors (a parameter
     that had no gradient at some step): the bias corrections are per tensor.
 
     Example:
@@ -732,9 +757,9 @@ def adam_foreach(
     _increment(steps)  # t <- t + 1
     if weight_decay != 0 and decoupled_weight_decay:
         torch._foreach_mul_(params, 1 - lr * weight_decay)  # AdamW: theta <- (1 - eta lambda) theta
-        grads, owned = _directions(params, grads, maximize, 0.0)
+        grads, _ = _directions(params, grads, maximize, 0.0)
     else:
-        grads, owned = _directions(params, grads, maximize, weight_decay)  # Adam: g + lambda theta
+        grads, _ = _directions(params, grads, maximize, weight_decay)  # Adam: g + lambda theta
     torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)  # m <- beta1 m + (1 - beta1) g
     torch._foreach_mul_(exp_avg_sqs, beta2)  # v <- beta2 v
     torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)  # ... + (1 - beta2) g^2
@@ -746,12 +771,8 @@ def adam_foreach(
         second = max_exp_avg_sqs
     else:
         second = exp_avg_sqs
-    if owned:  # g is no longer needed: reuse its memory for the denominator
-        denom = grads
-        torch._foreach_copy_(denom, second)
-        torch._foreach_sqrt_(denom)
-    else:
-        denom = torch._foreach_sqrt(second)  # sqrt(v) (fresh)
+    del grads  # a negated/decayed copy is freed here, so the allocator can hand its memory to denom
+    denom = torch._foreach_sqrt(second)  # sqrt(v) (fresh)
     torch._foreach_div_(denom, bias_corrections2_sqrt)  # sqrt(v) / sqrt(1 - beta2^t)
     torch._foreach_add_(denom, eps)  # ... + eps
     torch._foreach_addcdiv_(params, exp_avgs, denom, minus_step_sizes)  # theta <- theta - eta mhat / (...)
