@@ -53,7 +53,9 @@ SPECS = {
         torch.optim.RMSprop,
         dict(lr=1e-3),
         dict(centered=[False, True], momentum=[0.0, 0.9], weight_decay=[0.0, 0.1], maximize=[False, True]),
-        lambda c: dict(lr=c["lr"] / 2, alpha=0.9, eps=1e-6, momentum=c["momentum"] / 2, weight_decay=2 * c["weight_decay"]),
+        lambda c: dict(
+            lr=c["lr"] / 2, alpha=0.9, eps=1e-6, momentum=c["momentum"] / 2, weight_decay=2 * c["weight_decay"]
+        ),
         lambda c: {"step", "square_avg"}
         | ({"momentum_buffer"} if c["momentum"] > 0 else set())
         | ({"grad_avg"} if c["centered"] else set()),
@@ -63,7 +65,9 @@ SPECS = {
         optim.Adagrad,
         torch.optim.Adagrad,
         dict(lr=5e-2),
-        dict(lr_decay=[0.0, 0.01], initial_accumulator_value=[0.0, 0.1], weight_decay=[0.0, 0.1], maximize=[False, True]),
+        dict(
+            lr_decay=[0.0, 0.01], initial_accumulator_value=[0.0, 0.1], weight_decay=[0.0, 0.1], maximize=[False, True]
+        ),
         lambda c: dict(lr=c["lr"] / 2, lr_decay=2 * c["lr_decay"], eps=1e-8, weight_decay=2 * c["weight_decay"]),
         lambda c: {"step", "sum"},
         dict(lr=5e-2, lr_decay=0.01, initial_accumulator_value=0.1, weight_decay=0.1),
@@ -385,7 +389,7 @@ def test_adadelta_first_step_is_sqrt_eps_over_one_minus_rho(device):
 def test_adam_eps_is_outside_the_square_root():
     """On a tiny gradient the two eps conventions differ by orders of magnitude; ours (torch's) is outside."""
     g = torch.tensor([1e-9, 1.0], dtype=torch.float64)
-    p, m, v = torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+    p, m, v = (torch.zeros(2, dtype=torch.float64) for _ in range(3))
     F.adam(p, g, m, v, None, torch.tensor(0.0), lr=1.0, eps=1e-8)
     outside = -g / (g.abs() + 1e-8)  # first step: mhat = g, vhat = g^2
     inside = -g / (g**2 + 1e-8).sqrt()
@@ -412,3 +416,21 @@ def test_rmsprop_first_step_and_centered_steps_are_larger():
     o1.step(), o2.step()
     torch.testing.assert_close(plain.detach(), -0.01 / 0.1 * g.sign(), rtol=1e-6, atol=0)  # eta / sqrt(1 - alpha)
     assert bool((centered.detach().abs() > plain.detach().abs()).all())  # std < RMS
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_mixed_dtypes_in_one_group(device, name):
+    """One group holding float32 and float64 tensors: the foreach path stays correct (each keeps its dtype)."""
+    spec, case = SPECS[name], SPECS[name].rich
+    results = []
+    for cls, extra in [(spec.ours, dict(foreach=True)), (spec.theirs, {})]:
+        dtypes = (torch.float32, torch.float64, torch.float32)
+        params = [p.detach().to(dt).requires_grad_(True) for p, dt in zip(make_params(device, torch.float32), dtypes)]
+        opt = cls(params, **case, **extra)
+        run(opt, params, 20)
+        results.append((params, opt))
+    (ours, o), (theirs, t) = results
+    for p, q in zip(ours, theirs):
+        assert p.dtype == q.dtype
+        torch.testing.assert_close(p, q, **tolerance(torch.float32))
+    assert_states_close(o, t, **tolerance(torch.float32))

@@ -518,8 +518,8 @@ def adamw(
 # loop over the same tensor op). They allocate as little as possible: every state update
 # is in place, the gradients are copied only when maximize or weight decay changes them
 # (and then modified in place), and a parameter-sized temporary list is created only where
-# the algorithm needs one (e.g. Adam's denominator). The lists should hold tensors of one device and dtype for speed (mixed lists are
-# still correct: the ops fall back to a loop).
+# the algorithm needs one (e.g. Adam's denominator). The lists should hold tensors of one
+# device and dtype for speed (mixed lists are still correct: the ops fall back to a loop).
 
 
 def _increment(steps: list[Tensor] | None) -> None:
@@ -613,7 +613,9 @@ def adagrad_foreach(
     eps: float = 1e-10,
     maximize: bool = False,
 ) -> None:
-    r""":func:`adagrad` on lists of tensors with ``torch._foreach_*`` ops (one temporary list: :math:`\sqrt{s} + \epsilon`).
+    r""":func:`adagrad` on lists of tensors with ``torch._foreach_*`` ops.
+
+    One temporary list: :math:`\sqrt{s} + \epsilon`.
 
     Example:
         >>> ps, ss, ts = [torch.ones(2)], [torch.zeros(2)], [torch.tensor(0.0)]
@@ -695,7 +697,9 @@ def adadelta_foreach(
     weight_decay: float = 0.0,
     maximize: bool = False,
 ) -> None:
-    r""":func:`adadelta` on lists of tensors with ``torch._foreach_*`` ops (two temporary lists: :math:`\sqrt{v+\epsilon}` and :math:`\Delta`).
+    r""":func:`adadelta` on lists of tensors with ``torch._foreach_*`` ops.
+
+    Two temporary lists: :math:`\sqrt{v+\epsilon}` and :math:`\Delta`.
 
     Example:
         >>> ps, vs, us = [torch.ones(1)], [torch.zeros(1)], [torch.zeros(1)]

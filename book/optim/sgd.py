@@ -14,7 +14,7 @@ from book.optim._base import dense_grad, single_tensor_loop, use_foreach
 __all__ = ["SGD"]
 
 _sgd_loop = single_tensor_loop(F.sgd)
-_sgd_compiled_loop = single_tensor_loop(_compiled.sgd)
+_sgd_compiled_loop = _compiled.sgd_multi  # large tensors compiled, small ones foreach
 
 
 class SGD(Optimizer):
@@ -172,7 +172,7 @@ class SGD(Optimizer):
             group.setdefault("foreach", None)
 
     def _init_group(self, group: dict) -> tuple[list, list, list]:
-        """The group's parameters that have a gradient, their gradients and momentum buffers (``None`` before the first step)."""
+        """The group's parameters that have a gradient, their gradients and buffers (``None`` before the first step)."""
         params, grads, momentum_buffers = [], [], []
         for p in group["params"]:
             if p.grad is None:
