@@ -14,7 +14,7 @@ from book.optim._base import dense_grad, single_tensor_loop, step_counter, use_f
 __all__ = ["Adam", "AdamW"]
 
 _adam_loop = single_tensor_loop(F.adam)
-_adam_compiled_loop = single_tensor_loop(_compiled.adam)
+_adam_compiled_loop = _compiled.adam_multi  # large tensors compiled, small ones foreach
 
 
 class Adam(Optimizer):

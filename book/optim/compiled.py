@@ -60,7 +60,7 @@ from torch import Tensor
 
 from book.optim import functional as F
 
-__all__ = ["adam", "adamw", "sgd", "available", "compile_seconds", "MIN_NUMEL"]
+__all__ = ["adam", "adamw", "sgd", "adam_multi", "sgd_multi", "available", "compile_seconds", "MIN_NUMEL"]
 
 #: Tensors with fewer elements than this take the eager kernel (a compiled call's fixed
 #: overhead, and a parallel loop's start-up, would cost more than the pass it saves).
@@ -294,3 +294,68 @@ def sgd(
     tensors = (_flat(param), _flat(grad), _flat(momentum_buffer), scalars)
     _call("sgd", options, (param.dtype, param.device.type), tensors)
     return momentum_buffer
+
+
+# ---------------------------------------------------------------------------
+# Lists of tensors (what the optimizer classes call): the large tensors one compiled pass
+# each, the small ones (biases, norms: many tensors, few bytes) together through the
+# foreach kernel, one call for all of them instead of one small call each.
+
+
+def _split(params: list[Tensor], *lists: list | None) -> tuple[list[int], list[int]]:
+    big, small = [], []
+    for i, p in enumerate(params):
+        tensors = [p] + [None if lst is None else lst[i] for lst in lists]
+        (big if _compilable(*tensors) else small).append(i)
+    return big, small
+
+
+def _pick(lst: list | None, idx: list[int]) -> list | None:
+    return None if lst is None else [lst[i] for i in idx]
+
+
+@torch.no_grad()
+def adam_multi(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    max_exp_avg_sqs: list[Tensor] | None,
+    steps: list[Tensor],
+    **hyperparameters,
+) -> None:
+    """:func:`adam` on lists (the signature of :func:`book.optim.functional.adam_foreach`):
+    each large tensor in one compiled pass, the small ones through the foreach kernel."""
+    big, small = _split(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs)
+    for i in big:
+        adam(params[i], grads[i], exp_avgs[i], exp_avg_sqs[i],
+             None if max_exp_avg_sqs is None else max_exp_avg_sqs[i], steps[i], **hyperparameters)
+    if small:
+        F.adam_foreach(_pick(params, small), _pick(grads, small), _pick(exp_avgs, small),
+                       _pick(exp_avg_sqs, small), _pick(max_exp_avg_sqs, small), _pick(steps, small),
+                       **hyperparameters)
+
+
+@torch.no_grad()
+def sgd_multi(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momentum_buffers: list[Tensor | None],
+    **hyperparameters,
+) -> list[Tensor | None]:
+    """:func:`sgd` on lists (the signature of :func:`book.optim.functional.sgd_foreach`): each
+    large tensor with a buffer in one compiled pass, the rest through the foreach kernel.
+    Returns the momentum buffers."""
+    out: list[Tensor | None] = list(momentum_buffers)
+    ready = [b is not None and hyperparameters.get("momentum", 0) != 0 for b in momentum_buffers]
+    big, _ = _split(params, grads, [b if ok else None for b, ok in zip(momentum_buffers, ready)])
+    big = [i for i in big if ready[i]]
+    rest = [i for i in range(len(params)) if i not in set(big)]
+    for i in big:
+        out[i] = sgd(params[i], grads[i], momentum_buffers[i], **hyperparameters)
+    if rest:
+        bufs = F.sgd_foreach(_pick(params, rest), _pick(grads, rest), _pick(momentum_buffers, rest),
+                             **hyperparameters)
+        for i, buf in zip(rest, bufs):
+            out[i] = buf
+    return out

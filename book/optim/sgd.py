@@ -14,7 +14,7 @@ from book.optim._base import dense_grad, single_tensor_loop, use_foreach
 __all__ = ["SGD"]
 
 _sgd_loop = single_tensor_loop(F.sgd)
-_sgd_compiled_loop = single_tensor_loop(_compiled.sgd)
+_sgd_compiled_loop = _compiled.sgd_multi  # large tensors compiled, small ones foreach
 
 
 class SGD(Optimizer):
