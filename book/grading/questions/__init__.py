@@ -12,7 +12,7 @@ from functools import lru_cache
 
 from book.grading.core import Question
 
-MODULES = ["landscapes", "gradient_descent", "sgd", "momentum"]
+MODULES = ["landscapes", "gradient_descent", "sgd", "momentum", "adaptive"]
 
 
 @lru_cache(maxsize=None)
