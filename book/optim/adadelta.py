@@ -50,7 +50,8 @@ class Adadelta(Optimizer):
         **foreach.** ``foreach=None`` (the default) or ``True`` runs
         :func:`book.optim.functional.adadelta_foreach`; ``False`` the single-tensor loop.
         Same numbers (bit for bit on a CPU); the multi-tensor path was faster on a
-        200-tensor, one-million-parameter model on a 2-core CPU (a whole ``step`` about 2.5 to 2.9 times faster).
+        200-tensor, one-million-parameter model on a shared 2-core CPU (a whole ``step``
+        1.2 to 2.9 times faster in two runs).
 
     Args:
         params: an iterable of tensors, or of dicts defining parameter groups.

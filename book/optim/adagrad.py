@@ -53,7 +53,8 @@ class Adagrad(Optimizer):
         **foreach.** ``foreach=None`` (the default) or ``True`` runs
         :func:`book.optim.functional.adagrad_foreach`; ``False`` the single-tensor loop.
         Same numbers (bit for bit on a CPU); the multi-tensor path was faster on a
-        200-tensor, one-million-parameter model on a 2-core CPU (a whole ``step`` about 2 to 2.5 times faster).
+        200-tensor, one-million-parameter model on a shared 2-core CPU (a whole ``step``
+        1.4 to 2.5 times faster in two runs).
 
     Args:
         params: an iterable of tensors, or of dicts defining parameter groups.

@@ -56,7 +56,7 @@ class Adam(Optimizer):
         single-tensor kernel once per parameter. Both give the same numbers (bit for bit
         on a CPU). The multi-tensor path is the default because it was faster on a model
         of 200 tensors and one million parameters on a shared 2-core CPU (a whole ``step``
-        about 1.5 to 3 times faster for Adam and AdamW; on a GPU it also saves a kernel
+        1.4 to 3 times faster for Adam and AdamW in two runs; on a GPU it also saves a kernel
         launch per tensor and operation; ``benchmarks/`` has the careful numbers).
         PyTorch picks foreach by default only on GPUs; the results are the same either way.
 

@@ -58,7 +58,7 @@ class RMSprop(Optimizer):
         :func:`book.optim.functional.rmsprop_foreach`; ``False`` the single-tensor loop.
         Both give the same numbers (bit for bit on a CPU). The multi-tensor path is the
         default because it was faster on a 200-tensor, one-million-parameter model on a
-        2-core CPU (a whole ``step`` about 1.5 to 1.8 times faster).
+        2-core CPU (a whole ``step`` 1.5 to 1.8 times faster in two runs).
 
     Args:
         params: an iterable of tensors, or of dicts defining parameter groups.
