@@ -334,6 +334,10 @@ def run(
                             vs_default=t / medians[default] if default in medians else None,
                             vs_fused=t / medians["torch-fused"] if "torch-fused" in medians else None,
                             gbps=n_bytes / t / 1e9,
+                            best_vs_default=(timings[variant][1] / timings[default][1]
+                                             if default in timings else None),
+                            best_vs_fused=(timings[variant][1] / timings["torch-fused"][1]
+                                           if "torch-fused" in timings else None),
                         )
                         if variant == "book-compiled":
                             row["compile_s"] = sum(compile_new.values())
