@@ -26,14 +26,20 @@ rounding (tested in ``tests/test_optim_compiled.py``). It
    shapes, so one compilation serves every parameter size, dtype and device (the
    dtype and device are guarded by ``torch.compile`` itself and recompile once each).
 
-When it pays. Compiling takes seconds (about 20–30 s for the first Adam step on a
-2-core CPU, including the C++ build; later option sets are quicker). It pays when the
-run is long and the parameters are large: on the 16M-parameter benchmark
-(``benchmarks/bench_optim.py``) a compiled step is a single pass, about as fast as
-torch's fused step and several times faster than the for-loop. Each call costs tens of
-microseconds of Python and guard overhead, so for tensors smaller than
-:data:`MIN_NUMEL` elements (biases, norms) the eager kernel is called instead: it is as
-fast there, and the results are the same.
+When it pays. Compiling takes seconds, once per process and option set: on a shared
+2-core CPU the first compilation in a process took 15–20 s (TorchInductor's start-up and
+the C++ build included), each further option set (AdamW after Adam, say) 1–5 s; a warm
+on-disk cache (``TORCHINDUCTOR_CACHE_DIR``) cuts a rerun's to about a second. In exchange a
+step over a large tensor becomes one pass over memory: on 16M parameters in one tensor the
+compiled Adam step was about 6 times faster than torch's for-loop (its default on a CPU) and
+within 1.0–1.2× of torch's hand-written fused step (``benchmarks/RESULTS.md`` has the
+numbers). So it pays in a run of many steps on large parameters, not in a short experiment
+on a small model. Each compiled call also costs a fixed few tens of microseconds (Python,
+TorchDynamo's guards, the start of a parallel loop): tensors smaller than :data:`MIN_NUMEL`
+elements (biases, norms) take the eager kernel, or, from the optimizer classes
+(:func:`adam_multi`), the foreach kernel in one call for all of them; so on a model of many
+mid-sized tensors the compiled path stays behind torch's fused one, whose per-tensor
+overhead is smaller.
 
     >>> import torch
     >>> from book.optim import compiled
