@@ -54,6 +54,7 @@ ADAM_CASES = [
     pytest.param(dict(amsgrad=True, weight_decay=0.1, eps=1e-6), id="amsgrad-l2"),
     pytest.param(dict(weight_decay=0.05, decoupled_weight_decay=True, maximize=True, betas=(0.8, 0.99)),
                  id="adamw-maximize"),
+    pytest.param(dict(amsgrad=True, weight_decay=0.01, decoupled_weight_decay=True), id="adamw-amsgrad"),
 ]
 
 
