@@ -169,3 +169,27 @@ def test_class_compiled_equals_torch(compiles, device, name, options):
         for key in ref.state[b]:
             _assert_close(opt.state[a][key], ref.state[b][key], key)
     assert any(key[0] == name.lower().rstrip("w") for key in compiled.compile_seconds)  # compiled path ran
+
+
+def test_class_chunks_of_many_tensors_equal_torch(compiles, device):
+    """More large tensors than compiled.CHUNK, of different sizes: chunked calls, the rest one by one."""
+    import book.optim
+
+    gen = torch.Generator().manual_seed(4)
+    shapes = [(N + 3 * k,) for k in range(compiled.CHUNK + 1)] + [(5,)]
+    ours = [torch.randn(s, generator=gen).to(device) for s in shapes]
+    theirs = [p.clone() for p in ours]
+    options = dict(lr=0.01, amsgrad=True, weight_decay=0.1)
+    opt = book.optim.Adam(ours, compiled=True, **options)
+    ref = torch.optim.Adam(theirs, foreach=False, **options)
+    for _ in range(5):
+        for a, b in zip(ours, theirs):
+            a.grad = torch.randn(a.shape, generator=gen).to(device)
+            b.grad = a.grad.clone()
+        opt.step()
+        ref.step()
+    for a, b in zip(ours, theirs):
+        _assert_close(a, b, "param")
+        for key in ref.state[b]:
+            _assert_close(opt.state[a][key], ref.state[b][key], key)
+    assert any(key[0] == "adam_chunk" for key in compiled.compile_seconds)

@@ -56,6 +56,7 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import shutil
 import time
@@ -71,6 +72,10 @@ __all__ = ["adam", "adamw", "sgd", "adam_multi", "sgd_multi", "available", "comp
 #: Tensors with fewer elements than this take the eager kernel (a compiled call's fixed
 #: overhead, and a parallel loop's start-up, would cost more than the pass it saves).
 MIN_NUMEL = 2**15
+
+#: Large tensors that share a step go through the compiled step this many at a time (one
+#: call, one loop each), which divides the per-call overhead on models of many tensors.
+CHUNK = 8
 
 #: Wall-clock seconds spent in each option set's first (compiling) call, by cache key.
 compile_seconds: dict[tuple, float] = {}
@@ -154,6 +159,21 @@ def _sgd_body(
     param.sub_(lr * d_p)  # theta <- theta - lr * d_p
 
 
+def _adam_chunk_body(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    max_exp_avg_sqs: list[Tensor] | None,
+    scalars: Tensor,
+    *options: bool,
+) -> None:
+    # CHUNK tensors in one compiled call (one fused loop each): the call's fixed cost is paid once
+    for i in range(len(params)):
+        max_exp_avg_sq = None if max_exp_avg_sqs is None else max_exp_avg_sqs[i]
+        _adam_body(params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], max_exp_avg_sq, scalars, *options)
+
+
 @functools.lru_cache(maxsize=None)
 def _compiled(kind: str) -> Callable[..., None]:
     """The compiled step of one algorithm, built on first use.
@@ -163,18 +183,34 @@ def _compiled(kind: str) -> Callable[..., None]:
     guard. TorchDynamo allows 8 such variants per function by default
     (``torch._dynamo.config.recompile_limit``), far more than one run uses.
     """
-    body = {"adam": _adam_body, "sgd": _sgd_body}[kind]
+    body = {"adam": _adam_body, "adam_chunk": _adam_chunk_body, "sgd": _sgd_body}[kind]
     return torch.compile(body, fullgraph=True, dynamic=True)
+
+
+def _independent_sizes():
+    """Compile a chunk without assuming that tensors of equal size now have equal sizes later.
+
+    TorchDynamo gives inputs of equal size one symbol ("duck sizing") and guards on it, so a
+    chunk of other sizes would recompile; a chunk's tensors are unrelated, so turn it off.
+    """
+    try:
+        from torch.fx.experimental import _config
+
+        return _config.patch(use_duck_shape=False)
+    except (ImportError, AttributeError):  # pragma: no cover - other torch versions
+        return contextlib.nullcontext()
 
 
 def _call(kind: str, options: tuple, key_extra: tuple, tensors: tuple) -> None:
     fn = _compiled(kind)
     key = (kind, options) + key_extra
-    if key in compile_seconds:
+    context = _independent_sizes() if kind.endswith("_chunk") else contextlib.nullcontext()
+    with context:
+        if key in compile_seconds:
+            fn(*tensors, *options)
+            return
+        start = time.perf_counter()
         fn(*tensors, *options)
-        return
-    start = time.perf_counter()
-    fn(*tensors, *options)
     compile_seconds[key] = time.perf_counter() - start
 
 
@@ -188,6 +224,15 @@ def _scalars(values: tuple[float, ...], device: torch.device) -> Tensor:
     if _last_scalars[0] != key:
         _last_scalars[:] = [key, torch.tensor(values, dtype=torch.float64, device=device)]
     return _last_scalars[1]
+
+
+def _adam_scalars(t: float, lr: float, betas: tuple[float, float], eps: float, weight_decay: float,
+                  device: torch.device) -> Tensor:
+    """Adam's scalars at step ``t``, the bias corrections in double precision as the kernel computes them."""
+    beta1, beta2 = betas
+    bias_correction1 = 1 - beta1**t
+    bias_correction2_sqrt = (1 - beta2**t) ** 0.5
+    return _scalars((lr, beta1, beta2, eps, weight_decay, lr / bias_correction1, bias_correction2_sqrt), device)
 
 
 def _flat(t: Tensor | None) -> Tensor | None:
@@ -238,13 +283,8 @@ def adam(
                weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
                decoupled_weight_decay=decoupled_weight_decay)
         return
-    beta1, beta2 = betas
     step += 1  # t <- t + 1 (as the kernel: the counter stays where the caller keeps it)
-    t = step.item()
-    bias_correction1 = 1 - beta1**t  # in double precision, as the kernel
-    bias_correction2_sqrt = (1 - beta2**t) ** 0.5
-    scalars = _scalars((lr, beta1, beta2, eps, weight_decay, lr / bias_correction1, bias_correction2_sqrt),
-                       param.device)
+    scalars = _adam_scalars(step.item(), lr, betas, eps, weight_decay, param.device)
     options = (bool(amsgrad), bool(maximize), weight_decay != 0, bool(decoupled_weight_decay))
     tensors = (_flat(param), _flat(grad), _flat(exp_avg), _flat(exp_avg_sq),
                _flat(max_exp_avg_sq) if amsgrad else None, scalars)
@@ -331,11 +371,32 @@ def adam_multi(
     **hyperparameters,
 ) -> None:
     """:func:`adam` on lists (the signature of :func:`book.optim.functional.adam_foreach`):
-    each large tensor in one compiled pass, the small ones through the foreach kernel."""
+    each large tensor in one compiled pass (:data:`CHUNK` of them per call), the small ones
+    through the foreach kernel."""
     big, small = _split(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs)
+    hyper = {**dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False,
+                    decoupled_weight_decay=False), **hyperparameters}
+    if hyper["amsgrad"] and max_exp_avg_sqs is None:
+        raise ValueError("amsgrad=True needs max_exp_avg_sqs (zeros like the params), got None")
+    options = (bool(hyper["amsgrad"]), bool(hyper["maximize"]), hyper["weight_decay"] != 0,
+               bool(hyper["decoupled_weight_decay"]))
+    groups: dict[tuple, list[int]] = {}  # tensors that share a step, dtype and device share the scalars
     for i in big:
-        adam(params[i], grads[i], exp_avgs[i], exp_avg_sqs[i],
-             None if max_exp_avg_sqs is None else max_exp_avg_sqs[i], steps[i], **hyperparameters)
+        steps[i] += 1  # t <- t + 1
+        groups.setdefault((steps[i].item(), params[i].dtype, params[i].device), []).append(i)
+    maxs = max_exp_avg_sqs if hyper["amsgrad"] else None
+    for (t, dtype, device), idx in groups.items():
+        scalars = _adam_scalars(t, hyper["lr"], hyper["betas"], hyper["eps"], hyper["weight_decay"], device)
+        full = len(idx) - len(idx) % CHUNK
+        for k in range(0, full, CHUNK):  # CHUNK tensors per compiled call
+            chunk = idx[k:k + CHUNK]
+            lists = [[_flat(lst[i]) for i in chunk] for lst in (params, grads, exp_avgs, exp_avg_sqs)]
+            lists.append(None if maxs is None else [_flat(maxs[i]) for i in chunk])
+            _call("adam_chunk", options, (dtype, device.type), (*lists, scalars))
+        for i in idx[full:]:  # the rest one by one
+            tensors = (_flat(params[i]), _flat(grads[i]), _flat(exp_avgs[i]), _flat(exp_avg_sqs[i]),
+                       None if maxs is None else _flat(maxs[i]), scalars)
+            _call("adam", options, (dtype, device.type), tensors)
     if small:
         F.adam_foreach(_pick(params, small), _pick(grads, small), _pick(exp_avgs, small),
                        _pick(exp_avg_sqs, small), _pick(max_exp_avg_sqs, small), _pick(steps, small),
