@@ -171,7 +171,14 @@ def test_class_compiled_equals_torch(compiles, device, name, options):
     assert any(key[0] == name.lower().rstrip("w") for key in compiled.compile_seconds)  # compiled path ran
 
 
-def test_class_chunks_of_many_tensors_equal_torch(compiles, device):
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        pytest.param("Adam", dict(lr=0.01, amsgrad=True, weight_decay=0.1), id="Adam"),
+        pytest.param("SGD", dict(lr=0.01, momentum=0.9, dampening=0.1, weight_decay=0.01), id="SGD"),
+    ],
+)
+def test_class_chunks_of_many_tensors_equal_torch(compiles, device, name, options):
     """More large tensors than compiled.CHUNK, of different sizes: chunked calls, the rest one by one."""
     import book.optim
 
@@ -179,9 +186,8 @@ def test_class_chunks_of_many_tensors_equal_torch(compiles, device):
     shapes = [(N + 3 * k,) for k in range(compiled.CHUNK + 1)] + [(5,)]
     ours = [torch.randn(s, generator=gen).to(device) for s in shapes]
     theirs = [p.clone() for p in ours]
-    options = dict(lr=0.01, amsgrad=True, weight_decay=0.1)
-    opt = book.optim.Adam(ours, compiled=True, **options)
-    ref = torch.optim.Adam(theirs, foreach=False, **options)
+    opt = getattr(book.optim, name)(ours, compiled=True, **options)
+    ref = getattr(torch.optim, name)(theirs, foreach=False, **options)
     for _ in range(5):
         for a, b in zip(ours, theirs):
             a.grad = torch.randn(a.shape, generator=gen).to(device)
@@ -192,4 +198,4 @@ def test_class_chunks_of_many_tensors_equal_torch(compiles, device):
         _assert_close(a, b, "param")
         for key in ref.state[b]:
             _assert_close(opt.state[a][key], ref.state[b][key], key)
-    assert any(key[0] == "adam_chunk" for key in compiled.compile_seconds)
+    assert any(key[0] == name.lower() + "_chunk" for key in compiled.compile_seconds)

@@ -175,6 +175,14 @@ def _adam_chunk_body(
         _adam_body(params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], max_exp_avg_sq, scalars, *options)
 
 
+def _sgd_chunk_body(
+    params: list[Tensor], grads: list[Tensor], momentum_buffers: list[Tensor], scalars: Tensor, *options: bool
+) -> None:
+    # CHUNK tensors in one compiled call (one fused loop each)
+    for i in range(len(params)):
+        _sgd_body(params[i], grads[i], momentum_buffers[i], scalars, *options)
+
+
 @functools.lru_cache(maxsize=None)
 def _compiled(kind: str) -> Callable[..., None]:
     """The compiled step of one algorithm, built on first use.
@@ -184,7 +192,7 @@ def _compiled(kind: str) -> Callable[..., None]:
     guard. TorchDynamo allows 8 such variants per function by default
     (``torch._dynamo.config.recompile_limit``), far more than one run uses.
     """
-    body = {"adam": _adam_body, "adam_chunk": _adam_chunk_body, "sgd": _sgd_body}[kind]
+    body = {"adam": _adam_body, "adam_chunk": _adam_chunk_body, "sgd": _sgd_body, "sgd_chunk": _sgd_chunk_body}[kind]
     return torch.compile(body, fullgraph=True, dynamic=True)
 
 
@@ -412,15 +420,30 @@ def sgd_multi(
     **hyperparameters,
 ) -> list[Tensor | None]:
     """:func:`sgd` on lists (the signature of :func:`book.optim.functional.sgd_foreach`): each
-    large tensor with a buffer in one compiled pass, the rest through the foreach kernel.
+    large tensor with a buffer in one compiled pass (:data:`CHUNK` per call), the rest through
+    the foreach kernel.
     Returns the momentum buffers."""
     out: list[Tensor | None] = list(momentum_buffers)
     ready = [b is not None and hyperparameters.get("momentum", 0) != 0 for b in momentum_buffers]
     big, _ = _split(params, grads, [b if ok else None for b, ok in zip(momentum_buffers, ready)])
     big = [i for i in big if ready[i]]
     rest = [i for i in range(len(params)) if i not in set(big)]
+    hyper = {**dict(momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False),
+             **hyperparameters}
+    options = (bool(hyper["maximize"]), hyper["weight_decay"] != 0, bool(hyper["nesterov"]))
+    groups: dict[tuple, list[int]] = {}
     for i in big:
-        out[i] = sgd(params[i], grads[i], momentum_buffers[i], **hyperparameters)
+        groups.setdefault((params[i].dtype, params[i].device), []).append(i)
+    for (dtype, device), idx in groups.items():
+        scalars = _scalars((hyper["lr"], hyper["momentum"], hyper["dampening"], hyper["weight_decay"]), device)
+        full = len(idx) - len(idx) % CHUNK
+        for k in range(0, full, CHUNK):  # CHUNK tensors per compiled call
+            chunk = idx[k:k + CHUNK]
+            lists = [[_flat(lst[i]) for i in chunk] for lst in (params, grads, momentum_buffers)]
+            _call("sgd_chunk", options, (dtype, device.type), (*lists, scalars))
+        for i in idx[full:]:  # the rest one by one
+            tensors = (_flat(params[i]), _flat(grads[i]), _flat(momentum_buffers[i]), scalars)
+            _call("sgd", options, (dtype, device.type), tensors)
     if rest:
         bufs = F.sgd_foreach(_pick(params, rest), _pick(grads, rest), _pick(momentum_buffers, rest),
                              **hyperparameters)
