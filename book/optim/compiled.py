@@ -28,19 +28,20 @@ rounding (tested in ``tests/test_optim_compiled.py``). It
 
 When it pays. Compiling takes seconds, once per process and option set: on a shared
 2-core CPU the first compilation in a process took 15–20 s (TorchInductor's start-up and
-the C++ build included), each further option set (AdamW after Adam, say) 1–5 s; a warm
-on-disk cache (``TORCHINDUCTOR_CACHE_DIR``) cuts a rerun's to about a second. In exchange a
-step over a large tensor becomes one pass over memory: on 16M parameters in one tensor the
-compiled Adam step was about 6 times faster than torch's for-loop (its default on a CPU) and
-within 1.0–1.2× of torch's hand-written fused step (``benchmarks/RESULTS.md`` has the
-numbers). So it pays in a run of many steps on large parameters, not in a short experiment
-on a small model. Each compiled call also costs a fixed few tens of microseconds (Python,
-TorchDynamo's guards, the start of a parallel loop): tensors smaller than :data:`MIN_NUMEL`
-elements (biases, norms) take the eager kernel, or, from the optimizer classes
-(:func:`adam_multi`), the foreach kernel in one call for all of them, and the classes pass
-large Adam tensors :data:`CHUNK` at a time to share a call. Still, on a model of many
-mid-sized tensors (16M parameters in ~200 tensors) the compiled path stays about 1.5× behind
-torch's fused one, whose per-tensor overhead is smaller.
+the C++ build included), each further variant (AdamW after Adam, say, or the chunked
+variant below) 1–7 s; a warm on-disk cache (``TORCHINDUCTOR_CACHE_DIR``) cuts a rerun's to
+about a second. In exchange a step over a large tensor becomes one pass over memory: on 16M
+parameters in one tensor the compiled Adam step was about 6 times faster than torch's
+for-loop (its default on a CPU) and between 0.86× and 1.2× of torch's hand-written fused
+step across runs (``benchmarks/RESULTS.md`` has the numbers). So it pays in a run of many
+steps on large parameters, not in a short experiment on a small model. Each compiled call
+also costs about 0.1 ms (Python, TorchDynamo's guards and wrappers, the start of a parallel
+loop): tensors smaller than :data:`MIN_NUMEL` elements (biases, norms) take the eager
+kernel, or, from the optimizer classes (:func:`adam_multi`, :func:`sgd_multi`), the foreach
+kernel in one call for all of them, and the classes pass large tensors :data:`CHUNK` at a
+time to share a call. Still, on a model of many mid-sized tensors (16M parameters in ~200
+tensors) the compiled path stays about 1.5× behind torch's fused one, whose per-tensor
+overhead is smaller.
 
     >>> import torch
     >>> from book.optim import compiled
