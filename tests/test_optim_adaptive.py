@@ -434,3 +434,16 @@ def test_mixed_dtypes_in_one_group(device, name):
         assert p.dtype == q.dtype
         torch.testing.assert_close(p, q, **tolerance(torch.float32))
     assert_states_close(o, t, **tolerance(torch.float32))
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_large_cpu_groups_default_to_the_loop(name):
+    """foreach=None on the CPU: the loop once a group holds more than 4M elements (see use_foreach)."""
+    from book.optim._base import FOREACH_CPU_MAX_NUMEL
+
+    spec = SPECS[name]
+    big = [torch.zeros(FOREACH_CPU_MAX_NUMEL // 2 + 1, requires_grad=True) for _ in range(2)]
+    opt = spec.ours(big, **spec.base)
+    assert opt._step_impl(opt.param_groups[0]).__name__.endswith("_loop")
+    opt.param_groups[0]["foreach"] = True
+    assert opt._step_impl(opt.param_groups[0]).__name__.endswith("_foreach")
