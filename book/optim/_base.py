@@ -1,4 +1,5 @@
-"""What the optimizer classes share: the step counter, the foreach choice, the single-tensor loop."""
+"""What the optimizer classes share: the step counter, the foreach choice, the single-tensor loop,
+and the step itself (:class:`ListOptimizer`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Callable
 
 import torch
 from torch import Tensor
+from torch.optim import Optimizer
 
 
 def step_counter() -> Tensor:
@@ -61,3 +63,33 @@ def dense_grad(p: Tensor, name: str) -> Tensor:
     if p.grad.is_sparse:
         raise RuntimeError(f"book.optim.{name} does not support sparse gradients; use torch.optim.{name}")
     return p.grad
+
+
+class ListOptimizer(Optimizer):
+    """A ``torch.optim.Optimizer`` whose step hands each group's tensors, as lists, to one kernel.
+
+    A subclass defines ``_init_group(group)`` (returns the lists ``params, grads, *state``,
+    creating state lazily), ``_step_impl(group)`` (returns the kernel on lists: a foreach
+    kernel or the single-tensor loop) and ``HYPERPARAMETERS``, the names of the group's
+    entries passed to the kernel as keywords.
+    """
+
+    HYPERPARAMETERS: tuple[str, ...] = ()
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        """Take one step; ``closure`` (optional) re-evaluates the loss and returns it.
+
+        Parameters whose ``.grad`` is ``None`` are skipped (their state is untouched).
+        Returns the closure's loss, or ``None`` without a closure.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lists = self._init_group(group)
+            if not lists[0]:
+                continue
+            self._step_impl(group)(*lists, **{name: group[name] for name in self.HYPERPARAMETERS})
+        return loss

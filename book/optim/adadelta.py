@@ -5,17 +5,16 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 import torch
-from torch.optim import Optimizer
 
 from book.optim import functional as F
-from book.optim._base import dense_grad, single_tensor_loop, step_counter, use_foreach
+from book.optim._base import ListOptimizer, dense_grad, single_tensor_loop, step_counter, use_foreach
 
 __all__ = ["Adadelta"]
 
 _adadelta_loop = single_tensor_loop(F.adadelta)
 
 
-class Adadelta(Optimizer):
+class Adadelta(ListOptimizer):
     r"""Adadelta: ``torch.optim.Adadelta``'s twin.
 
     .. math::
@@ -126,31 +125,9 @@ class Adadelta(Optimizer):
             steps.append(state["step"])
         return params, grads, square_avgs, acc_deltas, steps
 
+    HYPERPARAMETERS = ("lr", "rho", "eps", "weight_decay", "maximize")
+
     def _step_impl(self, group: dict) -> Callable:
         """The kernel on lists that steps this group: the multi-tensor one or the single-tensor loop."""
         return F.adadelta_foreach if use_foreach(group) else _adadelta_loop
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        """Take one step; ``closure`` (optional) re-evaluates the loss and returns it.
-
-        Parameters whose ``.grad`` is ``None`` are skipped (their state is untouched).
-        Returns the closure's loss, or ``None`` without a closure.
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lists = self._init_group(group)
-            if not lists[0]:
-                continue
-            self._step_impl(group)(
-                *lists,
-                lr=group["lr"],
-                rho=group["rho"],
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                maximize=group["maximize"],
-            )
-        return loss

@@ -5,17 +5,16 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 import torch
-from torch.optim import Optimizer
 
 from book.optim import functional as F
-from book.optim._base import dense_grad, single_tensor_loop, step_counter, use_foreach
+from book.optim._base import ListOptimizer, dense_grad, single_tensor_loop, step_counter, use_foreach
 
 __all__ = ["Adagrad"]
 
 _adagrad_loop = single_tensor_loop(F.adagrad)
 
 
-class Adagrad(Optimizer):
+class Adagrad(ListOptimizer):
     r"""AdaGrad: ``torch.optim.Adagrad``'s twin.
 
     .. math::
@@ -149,31 +148,9 @@ class Adagrad(Optimizer):
             steps.append(state["step"])
         return params, grads, state_sums, steps
 
+    HYPERPARAMETERS = ("lr", "lr_decay", "weight_decay", "eps", "maximize")
+
     def _step_impl(self, group: dict) -> Callable:
         """The kernel on lists that steps this group: the multi-tensor one or the single-tensor loop."""
         return F.adagrad_foreach if use_foreach(group) else _adagrad_loop
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        """Take one step; ``closure`` (optional) re-evaluates the loss and returns it.
-
-        Parameters whose ``.grad`` is ``None`` are skipped (their state is untouched).
-        Returns the closure's loss, or ``None`` without a closure.
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lists = self._init_group(group)
-            if not lists[0]:
-                continue
-            self._step_impl(group)(
-                *lists,
-                lr=group["lr"],
-                lr_decay=group["lr_decay"],
-                weight_decay=group["weight_decay"],
-                eps=group["eps"],
-                maximize=group["maximize"],
-            )
-        return loss

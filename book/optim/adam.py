@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 import torch
-from torch.optim import Optimizer
 
 from book.optim import compiled as _compiled
 from book.optim import functional as F
-from book.optim._base import dense_grad, single_tensor_loop, step_counter, use_foreach
+from book.optim._base import ListOptimizer, dense_grad, single_tensor_loop, step_counter, use_foreach
 
 __all__ = ["Adam", "AdamW"]
 
@@ -17,7 +16,7 @@ _adam_loop = single_tensor_loop(F.adam)
 _adam_compiled_loop = _compiled.adam_multi  # large tensors compiled, small ones foreach
 
 
-class Adam(Optimizer):
+class Adam(ListOptimizer):
     r"""Adam, optionally AMSGrad: ``torch.optim.Adam``'s twin.
 
     .. math::
@@ -171,38 +170,15 @@ class Adam(Optimizer):
             steps.append(state["step"])
         return params, grads, exp_avgs, exp_avg_sqs, (max_exp_avg_sqs if group["amsgrad"] else None), steps
 
+    HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize",
+                       "decoupled_weight_decay")
+
     def _step_impl(self, group: dict) -> Callable:
         """The kernel on lists that steps this group: the multi-tensor one or the single-tensor loop."""
         if getattr(self, "compiled", False):
             return _adam_compiled_loop
         return F.adam_foreach if use_foreach(group) else _adam_loop
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        """Take one step; ``closure`` (optional) re-evaluates the loss and returns it.
-
-        Parameters whose ``.grad`` is ``None`` are skipped (their state is untouched).
-        Returns the closure's loss, or ``None`` without a closure.
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lists = self._init_group(group)
-            if not lists[0]:
-                continue
-            self._step_impl(group)(
-                *lists,
-                lr=group["lr"],
-                betas=group["betas"],
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                amsgrad=group["amsgrad"],
-                maximize=group["maximize"],
-                decoupled_weight_decay=group["decoupled_weight_decay"],
-            )
-        return loss
 
 
 class AdamW(Adam):

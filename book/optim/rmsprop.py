@@ -5,17 +5,16 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 import torch
-from torch.optim import Optimizer
 
 from book.optim import functional as F
-from book.optim._base import dense_grad, single_tensor_loop, step_counter, use_foreach
+from book.optim._base import ListOptimizer, dense_grad, single_tensor_loop, step_counter, use_foreach
 
 __all__ = ["RMSprop"]
 
 _rmsprop_loop = single_tensor_loop(F.rmsprop)
 
 
-class RMSprop(Optimizer):
+class RMSprop(ListOptimizer):
     r"""RMSprop, optionally centered and with momentum: ``torch.optim.RMSprop``'s twin.
 
     .. math::
@@ -165,33 +164,9 @@ class RMSprop(Optimizer):
             steps,
         )
 
+    HYPERPARAMETERS = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize")
+
     def _step_impl(self, group: dict) -> Callable:
         """The kernel on lists that steps this group: the multi-tensor one or the single-tensor loop."""
         return F.rmsprop_foreach if use_foreach(group) else _rmsprop_loop
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        """Take one step; ``closure`` (optional) re-evaluates the loss and returns it.
-
-        Parameters whose ``.grad`` is ``None`` are skipped (their state is untouched).
-        Returns the closure's loss, or ``None`` without a closure.
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lists = self._init_group(group)
-            if not lists[0]:
-                continue
-            self._step_impl(group)(
-                *lists,
-                lr=group["lr"],
-                alpha=group["alpha"],
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                momentum=group["momentum"],
-                centered=group["centered"],
-                maximize=group["maximize"],
-            )
-        return loss
