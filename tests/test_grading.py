@@ -173,6 +173,13 @@ def test_encode_decode_round_trip_gives_plain_tensors():
         decode({"type": "tensor", "dtype": "float32", "shape": [10], "data": ""})
 
 
+def test_encode_decode_keeps_the_shape_of_scalars_and_views():
+    """A loss is a 0-d tensor: it must come back 0-d (not (1,)); a transposed view keeps its values."""
+    for value in (torch.tensor(2.5), torch.tensor(3, dtype=torch.int64), torch.arange(6.0).reshape(2, 3).t()):
+        back = decode(json.loads(json.dumps(encode(value))))
+        assert back.shape == value.shape and torch.equal(back, value)
+
+
 # ---------------------------------------------------------------------------
 # The command-line grader, in a child process
 

@@ -134,7 +134,7 @@ def compare(got: Any, want: Any, rtol: float, atol: float, where: str = "the res
         if got.shape != want.shape:
             return f"{where} has shape {tuple(got.shape)}, expected {tuple(want.shape)}"
         g, w = got.to(torch.float64), want.to(torch.float64)
-        bad = ~torch.isclose(g, w, rtol=rtol, atol=atol)
+        bad = ~torch.isclose(g, w, rtol=rtol, atol=atol, equal_nan=True)
         if bad.any():
             idx = tuple(int(i) for i in torch.nonzero(bad)[0])
             pos = f" at index {list(idx)}" if g.ndim else ""
@@ -238,7 +238,7 @@ def encode(value: Any, depth: int = 0) -> dict:
         t = torch.Tensor.as_subclass(value.detach(), torch.Tensor).to("cpu")
         if t.dtype == torch.bfloat16:
             t = t.to(torch.float32)
-        arr = np.ascontiguousarray(t.numpy())
+        arr = t.contiguous().numpy()  # (np.ascontiguousarray would turn a 0-d array into 1-d)
         return {"type": "tensor", "dtype": str(arr.dtype), "shape": list(arr.shape),
                 "data": base64.b64encode(arr.tobytes()).decode("ascii")}
     if isinstance(value, np.ndarray):
