@@ -1,0 +1,858 @@
+r"""Learning-rate schedules as plain functions of the step, reduce-on-plateau, and the LR range test.
+
+A **schedule** is a function ``step -> lr``: ``step`` is the index of the optimizer step
+(``0, 1, 2, ...``) and the value is the learning rate used *for* that step. Schedules are
+cheap pure-Python float functions, so they can be plotted, composed and tested without an
+optimizer::
+
+    >>> from book.schedules import cosine_annealing, linear_warmup
+    >>> sched = linear_warmup(cosine_annealing(0.1, total_steps=90), warmup_steps=10)
+    >>> [round(sched(t), 4) for t in (0, 5, 10, 55, 100)]
+    [0.0, 0.05, 0.1, 0.05, 0.0]
+
+Every factory equals its ``torch.optim.lr_scheduler`` counterpart step for step (the tests
+drive both): :func:`step_decay` = ``StepLR``, :func:`exponential_decay` = ``ExponentialLR``,
+:func:`polynomial_decay` = ``PolynomialLR``, :func:`cosine_annealing` = ``CosineAnnealingLR``,
+:func:`cosine_restarts` = ``CosineAnnealingWarmRestarts``, :func:`linear_warmup` =
+``LinearLR`` followed by ``SequentialLR``, :func:`triangular` = ``CyclicLR(mode="triangular")``,
+:func:`one_cycle` = ``OneCycleLR`` (its learning rate) and :class:`ReduceLROnPlateau` =
+``ReduceLROnPlateau``. Where torch computes a value recursively (``lr_t`` from ``lr_{t-1}``)
+the function here uses the closed form; the two agree to rounding.
+
+Use a schedule with
+
+- :func:`book.train.fit`: ``fit(..., scheduler=schedule)`` sets the lr before every step;
+- any torch optimizer: ``sched = to_torch(optimizer, schedule)`` and ``sched.step()`` after
+  every ``optimizer.step()``, as with torch's own schedulers;
+- a hand-written loop: ``for g in optimizer.param_groups: g["lr"] = schedule(t)``.
+
+:class:`ReduceLROnPlateau` needs a metric, so it is a small object with ``.step(metric)``;
+``.callback(optimizer)`` turns it into a :func:`book.train.fit` callback.
+:func:`lr_range_test` is the "LR finder" of Smith (2017) and fast.ai.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import operator
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import torch
+
+__all__ = [
+    "Schedule",
+    "constant",
+    "step_decay",
+    "exponential_decay",
+    "polynomial_decay",
+    "cosine_annealing",
+    "cosine_restarts",
+    "linear_warmup",
+    "triangular",
+    "one_cycle",
+    "ReduceLROnPlateau",
+    "ScheduleLR",
+    "to_torch",
+    "LRRangeResult",
+    "lr_range_test",
+]
+
+Schedule = Callable[[int], float]
+
+# ---------------------------------------------------------------------------
+# Validation helpers
+
+
+def _number(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def _positive(value, name: str) -> float:
+    value = _number(value, name)
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def _nonneg(value, name: str) -> float:
+    value = _number(value, name)
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def _int(value, name: str, minimum: int) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got bool")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _min_lr(min_lr, lr: float) -> float:
+    min_lr = _nonneg(min_lr, "min_lr")
+    if min_lr > lr:
+        raise ValueError(f"min_lr must not exceed lr, got min_lr={min_lr} > lr={lr}")
+    return min_lr
+
+
+def _step(t) -> int:
+    return _int(t, "step", 0)
+
+
+def _named(fn, text: str):
+    """Give a schedule a readable name: repr(schedule) shows its factory and arguments."""
+    fn.__name__ = fn.__qualname__ = text
+    return fn
+
+
+# ---------------------------------------------------------------------------
+# Schedules
+
+
+def constant(lr: float) -> Schedule:
+    r"""The same learning rate at every step, :math:`\eta_t = \eta`.
+
+    Args:
+        lr: :math:`\eta > 0`.
+
+    Example:
+        >>> constant(0.1)(1000)
+        0.1
+    """
+    lr = _positive(lr, "lr")
+
+    def schedule(t: int) -> float:
+        _step(t)
+        return lr
+
+    return _named(schedule, f"constant(lr={lr:g})")
+
+
+def step_decay(lr: float, step_size: int, gamma: float = 0.1) -> Schedule:
+    r"""Multiply the learning rate by ``gamma`` every ``step_size`` steps (torch's ``StepLR``).
+
+    .. math::
+        \eta_t = \eta\, \gamma^{\lfloor t / s \rfloor}
+
+    with :math:`\eta` = ``lr``, :math:`s` = ``step_size``, :math:`\gamma` = ``gamma``. The
+    "divide by 10 at epochs 30, 60, 90" schedule of He et al. (2016)'s ResNets is this with
+    ``gamma=0.1``.
+
+    Example:
+        >>> s = step_decay(1.0, step_size=10, gamma=0.5)
+        >>> [s(t) for t in (0, 9, 10, 25)]
+        [1.0, 1.0, 0.5, 0.25]
+    """
+    lr = _positive(lr, "lr")
+    step_size = _int(step_size, "step_size", 1)
+    gamma = _positive(gamma, "gamma")
+
+    def schedule(t: int) -> float:
+        return lr * gamma ** (_step(t) // step_size)
+
+    return _named(schedule, f"step_decay(lr={lr:g}, step_size={step_size}, gamma={gamma:g})")
+
+
+def exponential_decay(lr: float, gamma: float) -> Schedule:
+    r"""Multiply the learning rate by ``gamma`` every step (torch's ``ExponentialLR``).
+
+    .. math::
+        \eta_t = \eta\, \gamma^{t}
+
+    A half-life of :math:`h` steps is :math:`\gamma = 2^{-1/h}`.
+
+    Example:
+        >>> exponential_decay(1.0, gamma=0.5)(3)
+        0.125
+    """
+    lr = _positive(lr, "lr")
+    gamma = _positive(gamma, "gamma")
+
+    def schedule(t: int) -> float:
+        return lr * gamma ** _step(t)
+
+    return _named(schedule, f"exponential_decay(lr={lr:g}, gamma={gamma:g})")
+
+
+def polynomial_decay(lr: float, total_steps: int, power: float = 1.0) -> Schedule:
+    r"""Decay to zero over ``total_steps`` steps as a power of the remaining fraction (``PolynomialLR``).
+
+    .. math::
+        \eta_t = \eta \left(1 - \frac{\min(t, T)}{T}\right)^{p}
+
+    with :math:`T` = ``total_steps`` and :math:`p` = ``power``; ``power=1`` is the linear
+    decay to zero used to train BERT and many language models, and the rate stays 0
+    after :math:`T`.
+
+    Example:
+        >>> s = polynomial_decay(1.0, total_steps=4)
+        >>> [s(t) for t in range(6)]
+        [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
+    """
+    lr = _positive(lr, "lr")
+    total_steps = _int(total_steps, "total_steps", 1)
+    power = _positive(power, "power")
+
+    def schedule(t: int) -> float:
+        return lr * (1.0 - min(total_steps, _step(t)) / total_steps) ** power
+
+    return _named(schedule, f"polynomial_decay(lr={lr:g}, total_steps={total_steps}, power={power:g})")
+
+
+def _cosine(lr: float, min_lr: float, fraction: float) -> float:
+    """Half a cosine from lr (fraction 0) down to min_lr (fraction 1)."""
+    return min_lr + (lr - min_lr) * (1.0 + math.cos(math.pi * fraction)) / 2.0
+
+
+def cosine_annealing(lr: float, total_steps: int, min_lr: float = 0.0) -> Schedule:
+    r"""Half a cosine from ``lr`` down to ``min_lr`` over ``total_steps`` steps (``CosineAnnealingLR``).
+
+    .. math::
+        \eta_t = \eta_{\min} + \tfrac12 (\eta - \eta_{\min})
+        \left(1 + \cos\frac{\pi \min(t, T)}{T}\right)
+
+    with :math:`T` = ``total_steps``. The rate falls slowly at first, fastest in the middle
+    and slowly again at the end: most of the training happens near the peak and the last
+    steps settle. This is one period of SGDR (Loshchilov & Hutter, 2017) without restarts.
+
+    Note:
+        After :math:`T` the rate stays at ``min_lr``. Torch's ``CosineAnnealingLR`` goes
+        on along the cosine and climbs back up (a period of :math:`2T`); the two agree for
+        :math:`t \le T`, which is how the schedule is meant to be used.
+
+    References:
+        I. Loshchilov and F. Hutter, "SGDR: Stochastic gradient descent with warm restarts",
+        ICLR 2017, arXiv:1608.03983.
+
+    Example:
+        >>> s = cosine_annealing(1.0, total_steps=4)
+        >>> [round(s(t), 4) for t in range(6)]
+        [1.0, 0.8536, 0.5, 0.1464, 0.0, 0.0]
+    """
+    lr = _positive(lr, "lr")
+    total_steps = _int(total_steps, "total_steps", 1)
+    min_lr = _min_lr(min_lr, lr)
+
+    def schedule(t: int) -> float:
+        return _cosine(lr, min_lr, min(_step(t), total_steps) / total_steps)
+
+    return _named(schedule, f"cosine_annealing(lr={lr:g}, total_steps={total_steps}, min_lr={min_lr:g})")
+
+
+def cosine_restarts(lr: float, period: int, period_mult: int = 1, min_lr: float = 0.0) -> Schedule:
+    r"""Cosine annealing that restarts at ``lr`` (SGDR; torch's ``CosineAnnealingWarmRestarts``).
+
+    .. math::
+        \eta_t = \eta_{\min} + \tfrac12 (\eta - \eta_{\min})
+        \left(1 + \cos\frac{\pi\, t_{\mathrm{cur}}}{T_i}\right)
+
+    where :math:`T_0` = ``period``, :math:`T_{i+1} = m\, T_i` with :math:`m` =
+    ``period_mult``, and :math:`t_{\mathrm{cur}}` counts the steps since the last restart
+    (the :math:`i`-th restart happens at :math:`t = T_0 + T_1 + \dots + T_{i-1}`). Each
+    restart jumps back to the peak; with :math:`m = 2` every period is twice as long as the
+    one before. The step just before a restart is the end of an annealing phase, where
+    Loshchilov & Hutter take snapshots of the model.
+
+    References:
+        I. Loshchilov and F. Hutter, "SGDR: Stochastic gradient descent with warm restarts",
+        ICLR 2017, arXiv:1608.03983.
+
+    Example:
+        >>> s = cosine_restarts(1.0, period=2, period_mult=2)
+        >>> [round(s(t), 4) for t in range(7)]
+        [1.0, 0.5, 1.0, 0.8536, 0.5, 0.1464, 1.0]
+    """
+    lr = _positive(lr, "lr")
+    period = _int(period, "period", 1)
+    period_mult = _int(period_mult, "period_mult", 1)
+    min_lr = _min_lr(min_lr, lr)
+
+    def schedule(t: int) -> float:
+        t_cur, t_i = _step(t), period
+        if period_mult == 1:
+            t_cur %= period
+        else:  # integer arithmetic: no log() rounding at the restart boundaries
+            while t_cur >= t_i:
+                t_cur -= t_i
+                t_i *= period_mult
+        return _cosine(lr, min_lr, t_cur / t_i)
+
+    return _named(schedule, f"cosine_restarts(lr={lr:g}, period={period}, period_mult={period_mult}, min_lr={min_lr:g})")
+
+
+def linear_warmup(schedule: Schedule, warmup_steps: int, start_factor: float = 0.0) -> Schedule:
+    r"""Ramp the rate up linearly for ``warmup_steps`` steps, then follow ``schedule`` from its step 0.
+
+    .. math::
+        \eta_t = \begin{cases}
+        \eta_0 \left(f + (1 - f)\, \dfrac{t}{W}\right) & t < W \\
+        \operatorname{schedule}(t - W) & t \ge W
+        \end{cases}
+
+    with :math:`W` = ``warmup_steps``, :math:`f` = ``start_factor`` and :math:`\eta_0` =
+    ``schedule(0)``, the wrapped schedule's peak. The ramp ends where the schedule starts,
+    so the rate is continuous at the seam.
+
+    Note:
+        The wrapped schedule **starts counting at 0 after the warmup**: a
+        ``cosine_annealing(lr, 90)`` wrapped in 10 warmup steps reaches ``min_lr`` at step
+        100. This is what torch's ``SequentialLR([LinearLR(start_factor=f, total_iters=W),
+        scheduler], milestones=[W])`` does, and the tests compare with it. (Torch's
+        ``LinearLR`` needs :math:`f > 0`; here :math:`f = 0` is allowed, and then step 0
+        has rate 0.)
+
+    References:
+        P. Goyal et al., "Accurate, large minibatch SGD: training ImageNet in 1 hour",
+        2017, arXiv:1706.02677 (the gradual warmup for large batches).
+
+    Example:
+        >>> s = linear_warmup(constant(0.4), warmup_steps=4, start_factor=0.0)
+        >>> [s(t) for t in range(6)]
+        [0.0, 0.1, 0.2, 0.30000000000000004, 0.4, 0.4]
+    """
+    if not callable(schedule):
+        raise TypeError(f"schedule must be a function step -> lr, got {type(schedule).__name__}")
+    warmup_steps = _int(warmup_steps, "warmup_steps", 0)
+    start_factor = _nonneg(start_factor, "start_factor")
+    if start_factor > 1:
+        raise ValueError(f"start_factor must be in [0, 1], got {start_factor}")
+    peak = float(schedule(0))
+
+    def warmed(t: int) -> float:
+        t = _step(t)
+        if t < warmup_steps:
+            return peak * (start_factor + (1.0 - start_factor) * t / warmup_steps)
+        return float(schedule(t - warmup_steps))
+
+    name = getattr(schedule, "__name__", "schedule")
+    return _named(warmed, f"linear_warmup({name}, warmup_steps={warmup_steps}, start_factor={start_factor:g})")
+
+
+def triangular(base_lr: float, max_lr: float, step_size_up: int, step_size_down: int | None = None) -> Schedule:
+    r"""A cyclical rate: up linearly from ``base_lr`` to ``max_lr`` and back, again and again (``CyclicLR``).
+
+    With :math:`u` = ``step_size_up``, :math:`d` = ``step_size_down`` (default :math:`u`) and
+    the position in the cycle :math:`p = t \bmod (u + d)`,
+
+    .. math::
+        \eta_t = \eta_{\text{base}} + (\eta_{\max} - \eta_{\text{base}})
+        \begin{cases} p / u & p \le u \\ (u + d - p) / d & p > u \end{cases}
+
+    Smith (2017) argues that periodically raising the rate costs little and helps escape
+    saddle regions, and picks the bounds with the LR range test (:func:`lr_range_test`):
+    ``max_lr`` near where the loss stops falling, ``base_lr`` a few times smaller. He
+    recommends a half cycle of 2 to 10 epochs.
+
+    Note:
+        Equals torch's ``CyclicLR(base_lr, max_lr, step_size_up, step_size_down,
+        mode="triangular", cycle_momentum=False)``.
+
+    References:
+        L. N. Smith, "Cyclical learning rates for training neural networks", WACV 2017,
+        arXiv:1506.01186.
+
+    Example:
+        >>> s = triangular(0.1, 0.5, step_size_up=2)
+        >>> [round(s(t), 4) for t in range(6)]
+        [0.1, 0.3, 0.5, 0.3, 0.1, 0.3]
+    """
+    base_lr = _positive(base_lr, "base_lr")
+    max_lr = _positive(max_lr, "max_lr")
+    if max_lr < base_lr:
+        raise ValueError(f"max_lr must be >= base_lr, got max_lr={max_lr} < base_lr={base_lr}")
+    up = _int(step_size_up, "step_size_up", 1)
+    down = up if step_size_down is None else _int(step_size_down, "step_size_down", 1)
+    total = up + down
+
+    def schedule(t: int) -> float:
+        p = _step(t) % total
+        scale = p / up if p <= up else (total - p) / down
+        return base_lr + (max_lr - base_lr) * scale
+
+    return _named(schedule, f"triangular(base_lr={base_lr:g}, max_lr={max_lr:g}, step_size_up={up}, step_size_down={down})")
+
+
+def one_cycle(
+    max_lr: float,
+    total_steps: int,
+    pct_start: float = 0.3,
+    div_factor: float = 25.0,
+    final_div_factor: float = 1e4,
+) -> Schedule:
+    r"""One cycle: a cosine up from ``max_lr / div_factor`` to ``max_lr``, then a cosine down to almost 0.
+
+    With :math:`\eta_0 = \eta_{\max} / d`, :math:`\eta_{\min} = \eta_0 / d_f`, the end of the
+    first phase :math:`a = p\,T - 1` (:math:`p` = ``pct_start``, :math:`T` = ``total_steps``)
+    and :math:`b = T - 1`, and :math:`c(x, y, s) = y + \tfrac12 (x - y)(1 + \cos \pi s)` the
+    cosine from :math:`x` to :math:`y`,
+
+    .. math::
+        \eta_t = \begin{cases}
+        c\left(\eta_0, \eta_{\max}, t / a\right) & t \le a \\
+        c\left(\eta_{\max}, \eta_{\min}, (t - a)/(b - a)\right) & a < t \le b
+        \end{cases}
+
+    Smith & Topin (2019) found that one such cycle, with a large peak chosen by the LR
+    range test, trains some networks to a given accuracy in far fewer steps
+    ("super-convergence"); the large rates in the middle act as a regularizer.
+
+    Note:
+        Equals the learning rate of torch's ``OneCycleLR(max_lr, total_steps, pct_start,
+        anneal_strategy="cos", div_factor, final_div_factor, three_phase=False)`` for
+        :math:`t \le T - 1`; after that the rate stays at :math:`\eta_{\min}` (torch raises an
+        error after step :math:`T`). Momentum cycling is left out: use a constant momentum.
+
+    References:
+        L. N. Smith and N. Topin, "Super-convergence: very fast training of neural networks
+        using large learning rates", 2019, arXiv:1708.07120.
+
+    Example:
+        >>> s = one_cycle(1.0, total_steps=100)
+        >>> round(s(0), 4), round(s(29), 4), s(99)
+        (0.04, 1.0, 4e-06)
+    """
+    max_lr = _positive(max_lr, "max_lr")
+    total_steps = _int(total_steps, "total_steps", 2)
+    pct_start = _number(pct_start, "pct_start")
+    div_factor = _positive(div_factor, "div_factor")
+    final_div_factor = _positive(final_div_factor, "final_div_factor")
+    a, b = float(pct_start * total_steps) - 1, total_steps - 1
+    if not 0 < a < b:
+        raise ValueError(
+            f"pct_start * total_steps - 1 must lie strictly between 0 and total_steps - 1 (both phases "
+            f"non-empty), got pct_start={pct_start}, total_steps={total_steps}"
+        )
+    initial_lr = max_lr / div_factor
+    min_lr = initial_lr / final_div_factor
+
+    def _ann(start: float, end: float, pct: float) -> float:  # torch's _annealing_cos, term for term
+        return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+
+    def schedule(t: int) -> float:
+        t = _step(t)
+        if t <= a:
+            return _ann(initial_lr, max_lr, t / a)
+        if t >= b:
+            return min_lr
+        return _ann(max_lr, min_lr, (t - a) / (b - a))
+
+    return _named(
+        schedule,
+        f"one_cycle(max_lr={max_lr:g}, total_steps={total_steps}, pct_start={pct_start:g}, "
+        f"div_factor={div_factor:g}, final_div_factor={final_div_factor:g})",
+    )
+
+
+# ---------------------------------------------------------------------------
+# Reduce on plateau
+
+
+class ReduceLROnPlateau:
+    r"""Cut the learning rate by ``factor`` when a metric has stopped improving (torch's ``ReduceLROnPlateau``).
+
+    Call :meth:`step` once per evaluation (usually per epoch) with the metric, e.g. the
+    validation loss; it returns the learning rate to use from now on. A value is an
+    **improvement** when it beats the best so far by the threshold :math:`\tau`:
+
+    ==========  ===========================  ===========================
+    mode        ``threshold_mode="rel"``     ``threshold_mode="abs"``
+    ==========  ===========================  ===========================
+    ``"min"``   :math:`m < b\,(1 - \tau)`    :math:`m < b - \tau`
+    ``"max"``   :math:`m > b\,(1 + \tau)`    :math:`m > b + \tau`
+    ==========  ===========================  ===========================
+
+    Otherwise the count of bad steps grows; when it exceeds ``patience`` the rate becomes
+    :math:`\max(\eta \cdot \text{factor}, \eta_{\min})` (unless that changes it by less than
+    ``eps``), the count restarts and the next ``cooldown`` steps do not count as bad.
+
+    Args:
+        lr: the initial learning rate.
+        mode: ``"min"`` (a loss) or ``"max"`` (an accuracy).
+        factor: the cut, in (0, 1).
+        patience: how many non-improving steps to tolerate before a cut.
+        threshold: :math:`\tau \ge 0`, the least improvement that counts.
+        threshold_mode: ``"rel"`` or ``"abs"``.
+        cooldown: steps after a cut during which the bad count is held at 0.
+        min_lr: the floor of the learning rate.
+        eps: a cut smaller than this is skipped (as in torch).
+
+    Attributes:
+        lr: the current learning rate. ``best``, ``num_bad_steps``, ``cooldown_counter``
+        and ``last_step`` hold the state; :meth:`state_dict` returns them.
+
+    Example:
+        >>> plateau = ReduceLROnPlateau(1.0, patience=1)
+        >>> [plateau.step(m) for m in (3.0, 2.0, 2.0, 2.0, 1.0)]
+        [1.0, 1.0, 1.0, 0.1, 0.1]
+    """
+
+    def __init__(
+        self,
+        lr: float,
+        mode: str = "min",
+        factor: float = 0.1,
+        patience: int = 10,
+        threshold: float = 1e-4,
+        threshold_mode: str = "rel",
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+        eps: float = 1e-8,
+    ):
+        self.lr = _positive(lr, "lr")
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        if threshold_mode not in ("rel", "abs"):
+            raise ValueError(f"threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
+        factor = _number(factor, "factor")
+        if not 0 < factor < 1:
+            raise ValueError(f"factor must be in (0, 1), got {factor}")
+        self.mode, self.threshold_mode, self.factor = mode, threshold_mode, factor
+        self.patience = _int(patience, "patience", 0)
+        self.threshold = _nonneg(threshold, "threshold")
+        self.cooldown = _int(cooldown, "cooldown", 0)
+        self.min_lr = _nonneg(min_lr, "min_lr")
+        self.eps = _nonneg(eps, "eps")
+        self.best = math.inf if mode == "min" else -math.inf
+        self.num_bad_steps = 0
+        self.cooldown_counter = 0
+        self.last_step = 0
+
+    def is_better(self, value: float, best: float) -> bool:
+        """Whether ``value`` improves on ``best`` by more than the threshold."""
+        if self.mode == "min":
+            return value < (best * (1.0 - self.threshold) if self.threshold_mode == "rel" else best - self.threshold)
+        return value > (best * (1.0 + self.threshold) if self.threshold_mode == "rel" else best + self.threshold)
+
+    def step(self, metric) -> float:
+        """Record one value of the metric (a float or a 0-d tensor); returns the learning rate to use next."""
+        value = float(metric)
+        if math.isnan(value):
+            raise ValueError(f"metric is NaN at step {self.last_step + 1}")
+        self.last_step += 1
+        if self.is_better(value, self.best):
+            self.best, self.num_bad_steps = value, 0
+        else:
+            self.num_bad_steps += 1
+        if self.cooldown_counter > 0:  # bad steps in the cooldown do not count
+            self.cooldown_counter -= 1
+            self.num_bad_steps = 0
+        if self.num_bad_steps > self.patience:
+            new_lr = max(self.lr * self.factor, self.min_lr)
+            if self.lr - new_lr > self.eps:
+                self.lr = new_lr
+            self.cooldown_counter = self.cooldown
+            self.num_bad_steps = 0
+        return self.lr
+
+    def callback(self, optimizer: torch.optim.Optimizer, metric: str = "val_loss"):
+        """A :func:`book.train.fit` callback that steps on ``history[metric]`` after every epoch.
+
+        It sets every parameter group's ``lr`` to :attr:`lr` now and after each epoch. Do
+        not also pass a ``scheduler`` to ``fit``: it would overwrite these rates.
+
+        Example:
+            >>> # plateau = ReduceLROnPlateau(0.1, patience=3)
+            >>> # fit(model, opt, loss, train, epochs=50, val=val, callbacks=plateau.callback(opt))
+        """
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        for group in optimizer.param_groups:
+            group["lr"] = self.lr
+
+        def on_epoch_end(epoch, history, model):
+            value = history[metric][-1]
+            if value is None:
+                raise ValueError(f"history[{metric!r}] is None: pass val= to fit, or pick a recorded metric")
+            lr = self.step(value)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            return None
+
+        return on_epoch_end
+
+    _STATE = ("lr", "best", "num_bad_steps", "cooldown_counter", "last_step")
+
+    def state_dict(self) -> dict:
+        """The state (current lr, best value, counters) as a dict."""
+        return {k: getattr(self, k) for k in self._STATE}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a state saved with :meth:`state_dict`."""
+        missing = [k for k in self._STATE if k not in state]
+        if missing:
+            raise KeyError(f"state_dict lacks {missing}")
+        for k in self._STATE:
+            setattr(self, k, state[k])
+
+    def __repr__(self) -> str:
+        return (f"ReduceLROnPlateau(lr={self.lr:g}, mode={self.mode!r}, factor={self.factor:g}, "
+                f"patience={self.patience}, best={self.best:.4g})")
+
+
+# ---------------------------------------------------------------------------
+# torch interoperation
+
+
+class ScheduleLR(torch.optim.lr_scheduler.LRScheduler):
+    """A ``torch.optim.lr_scheduler`` scheduler that sets every group's lr to ``schedule(step)``.
+
+    Build it with :func:`to_torch`. Like torch's schedulers, it sets ``schedule(0)`` when
+    created and ``schedule(t)`` after the ``t``-th call of :meth:`step`.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, schedule: Schedule, last_epoch: int = -1):
+        if not callable(schedule):
+            raise TypeError(f"schedule must be a function step -> lr, got {type(schedule).__name__}")
+        self.schedule = schedule
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        lr = float(self.schedule(self.last_epoch))
+        return [lr for _ in self.optimizer.param_groups]
+
+    _get_closed_form_lr = get_lr
+
+    def state_dict(self) -> dict:
+        """The step counters (the schedule function itself is code, not state)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "schedule")}
+
+
+def to_torch(optimizer: torch.optim.Optimizer, schedule: Schedule) -> ScheduleLR:
+    r"""Drive any torch optimizer with a schedule: returns a ``torch.optim.lr_scheduler`` object.
+
+    The optimizer's rate is set to ``schedule(0)`` at once, and each ``scheduler.step()``
+    (after ``optimizer.step()``, as with torch's schedulers) moves it to the next step's
+    value: step :math:`t` uses :math:`\eta_t = \operatorname{schedule}(t)`. Every parameter
+    group gets the same rate. (A ``LambdaLR`` over ``schedule(t) / schedule(0)`` would do the
+    same, but fails for schedules that start at 0, like a warmup from 0.)
+
+    Example:
+        >>> p = torch.nn.Parameter(torch.zeros(1))
+        >>> opt = torch.optim.SGD([p], lr=123.0)
+        >>> sched = to_torch(opt, step_decay(0.1, step_size=2, gamma=0.5))
+        >>> lrs = []
+        >>> for _ in range(5):
+        ...     lrs.append(opt.param_groups[0]["lr"]); opt.step(); sched.step()
+        >>> lrs
+        [0.1, 0.1, 0.05, 0.05, 0.025]
+    """
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    if not callable(schedule):
+        raise TypeError(f"schedule must be a function step -> lr, got {type(schedule).__name__}")
+    for group in optimizer.param_groups:
+        group["lr"] = float(schedule(0))
+        group.pop("initial_lr", None)  # the new scheduler's base rate is schedule(0)
+    return ScheduleLR(optimizer, schedule)
+
+
+# ---------------------------------------------------------------------------
+# The LR range test
+
+
+@dataclass
+class LRRangeResult:
+    r"""What :func:`lr_range_test` measured.
+
+    Attributes:
+        lrs: the learning rate of every step taken.
+        losses: the smoothed (bias-corrected exponential average) minibatch loss at each step.
+        raw_losses: the minibatch losses themselves.
+        suggested_lr: ``min_loss_lr / 10`` (see :func:`lr_range_test` for why).
+        min_loss_lr: the rate at the minimum of the smoothed loss.
+        steepest_lr: the rate where the smoothed loss falls fastest per decade of lr (before
+            its minimum), an alternative suggestion.
+        diverged: whether the sweep stopped early because the loss blew up.
+    """
+
+    lrs: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    raw_losses: list[float] = field(default_factory=list)
+    suggested_lr: float = math.nan
+    min_loss_lr: float = math.nan
+    steepest_lr: float = math.nan
+    diverged: bool = False
+
+    def plot(self, ax=None, raw: bool = True, label: str = "smoothed loss"):
+        """The loss against the learning rate (log axis), with the suggestion marked; returns the Axes."""
+        import matplotlib.pyplot as plt
+
+        from book import plotting
+
+        if ax is None:
+            _, ax = plt.subplots()
+        if raw:
+            ax.plot(self.lrs, self.raw_losses, color=plotting.color(0), alpha=0.3, lw=0.8, label="minibatch loss")
+        ax.plot(self.lrs, self.losses, color=plotting.color(0), lw=1.8, label=label)
+        finite = [v for v in self.losses if math.isfinite(v)]
+        if finite:
+            lo, hi = min(finite), max(self.losses[0], min(finite))  # clip the blow-up at the end
+            span = max(hi - lo, 1e-12)
+            ax.set_ylim(lo - 0.1 * span, hi + 0.4 * span)
+        ax.axvline(self.min_loss_lr, color="gray", ls=":", lw=1.0,
+                   label=f"min of smoothed loss ({self.min_loss_lr:.2g})")
+        ax.axvline(self.suggested_lr, color=plotting.color(1), ls="--", lw=1.3,
+                   label=f"suggestion ({self.suggested_lr:.2g})")
+        ax.set_xscale("log")
+        ax.set(xlabel="learning rate", ylabel="training loss")
+        ax.legend()
+        return ax
+
+
+def lr_range_test(
+    model: torch.nn.Module,
+    loss_fn,
+    data,
+    optimizer_factory: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    steps: int = 100,
+    smoothing: float = 0.05,
+    diverge_factor: float = 4.0,
+    batch_size: int | None = 32,
+    generator: torch.Generator | None = None,
+) -> LRRangeResult:
+    r"""The LR range test ("LR finder"): train briefly while the rate grows exponentially; watch the loss.
+
+    Step :math:`i = 0, \dots, n-1` (:math:`n` = ``steps``) trains one minibatch at
+
+    .. math::
+        \eta_i = \eta_{\text{start}} \left(\eta_{\text{end}} / \eta_{\text{start}}\right)^{i/(n-1)},
+
+    and records the minibatch loss :math:`\ell_i` (computed before that step's update) and
+    its bias-corrected exponential average with weight :math:`s` = ``smoothing``:
+
+    .. math::
+        a_i = (1 - s)\, a_{i-1} + s\, \ell_i, \qquad \bar\ell_i = \frac{a_i}{1 - (1 - s)^{i+1}}, \qquad a_{-1} = 0 .
+
+    The sweep stops early when :math:`\bar\ell_i > c \min_{j \le i} \bar\ell_j` (:math:`c` =
+    ``diverge_factor``) or the loss is not finite. At small rates the loss barely moves, at
+    good rates it falls quickly, and past the stable limit it explodes; Smith (2017) picks
+    the bounds of a cyclical schedule from this curve.
+
+    The suggestion is **the rate at the minimum of the smoothed loss, divided by 10**
+    (fast.ai's original rule). The minimum sits at the edge of stability: on a quadratic
+    with curvature :math:`L`, gradient descent diverges for :math:`\eta > 2/L`, and the
+    smoothed loss bottoms out near there (a little later, as the average lags). One
+    decade below is a rate that is still fast but safely stable; the steepest point of
+    the curve (:attr:`LRRangeResult.steepest_lr`, also returned) is an alternative that
+    depends on a numerical derivative of a noisy curve.
+
+    The model's parameters and buffers are restored bit for bit afterwards, and its
+    train/eval mode too. The optimizer is built fresh by ``optimizer_factory(params)``
+    (so your own optimizer's state is untouched); its ``lr`` is overwritten at every step.
+
+    Args:
+        model: the network (on the data's device).
+        loss_fn: ``loss_fn(model(X), y)`` -> mean loss.
+        data: a :class:`book.data.Split` or an ``(X, y)`` pair.
+        optimizer_factory: ``params -> optimizer``, e.g. ``lambda p: SGD(p, lr=1.0, momentum=0.9)``.
+        start_lr, end_lr: the sweep's range, ``0 < start_lr < end_lr``.
+        steps: the number of steps (>= 2); the data are cycled through as needed.
+        smoothing: the weight :math:`s \in (0, 1]` of the newest loss in the average.
+        diverge_factor: :math:`c > 1`.
+        batch_size: samples per step, or ``None`` for the whole data (gradient descent).
+        generator: a ``torch.Generator`` for the minibatch order.
+
+    References:
+        L. N. Smith, "Cyclical learning rates for training neural networks", WACV 2017,
+        arXiv:1506.01186, section 3.3.
+
+    Example:
+        >>> from book.data import linear_regression
+        >>> ds = linear_regression(n=200, dim=3, noise=0.1)
+        >>> model = torch.nn.Linear(3, 1)
+        >>> res = lr_range_test(model, torch.nn.functional.mse_loss, ds.train,
+        ...                     lambda p: torch.optim.SGD(p, lr=1.0), start_lr=1e-4, end_lr=10, steps=60)
+        >>> 1e-3 < res.suggested_lr < 1
+        True
+    """
+    from book.data import Split, minibatches
+
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not callable(optimizer_factory):
+        raise TypeError(f"optimizer_factory must be a function params -> optimizer, got {type(optimizer_factory).__name__}")
+    if isinstance(data, Split):
+        X, y = data.X, data.y
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        X, y = data
+    else:
+        raise TypeError(f"data must be a book.data.Split or an (X, y) pair, got {type(data).__name__}")
+    start_lr = _positive(start_lr, "start_lr")
+    end_lr = _positive(end_lr, "end_lr")
+    if end_lr <= start_lr:
+        raise ValueError(f"end_lr must be > start_lr, got end_lr={end_lr} <= start_lr={start_lr}")
+    steps = _int(steps, "steps", 2)
+    smoothing = _number(smoothing, "smoothing")
+    if not 0 < smoothing <= 1:
+        raise ValueError(f"smoothing must be in (0, 1], got {smoothing}")
+    diverge_factor = _number(diverge_factor, "diverge_factor")
+    if diverge_factor <= 1:
+        raise ValueError(f"diverge_factor must be > 1, got {diverge_factor}")
+    batch_size = len(X) if batch_size is None else _int(batch_size, "batch_size", 1)
+
+    saved = copy.deepcopy(model.state_dict())  # parameters and buffers, restored at the end
+    was_training = model.training
+    optimizer = optimizer_factory(model.parameters())
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer_factory must return a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    result = LRRangeResult()
+    ratio = end_lr / start_lr
+    avg, best = 0.0, math.inf
+    batches = iter(())
+    model.train()
+    try:
+        for i in range(steps):
+            lr = start_lr * ratio ** (i / (steps - 1))
+            try:
+                Xb, yb = next(batches)
+            except StopIteration:  # the next epoch
+                batches = minibatches(X, y, batch_size, generator=generator)
+                Xb, yb = next(batches)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.zero_grad()
+            loss = loss_fn(model(Xb), yb)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                result.diverged = True
+                break
+            loss.backward()
+            optimizer.step()
+            avg = (1 - smoothing) * avg + smoothing * value
+            smoothed = avg / (1 - (1 - smoothing) ** (i + 1))
+            result.lrs.append(lr)
+            result.raw_losses.append(value)
+            result.losses.append(smoothed)
+            best = min(best, smoothed)
+            if smoothed > diverge_factor * best:
+                result.diverged = True
+                break
+    finally:
+        model.load_state_dict(saved)
+        model.train(was_training)
+
+    if result.losses:
+        k = min(range(len(result.losses)), key=result.losses.__getitem__)
+        result.min_loss_lr = result.lrs[k]
+        result.suggested_lr = result.min_loss_lr / 10
+        L = result.losses
+        if k >= 2:  # the most negative central difference before the minimum (equal log-lr spacing)
+            j = min(range(1, k), key=lambda i: L[i + 1] - L[i - 1])
+            result.steepest_lr = result.lrs[j]
+        else:
+            result.steepest_lr = result.lrs[k]
+    return result
