@@ -696,7 +696,7 @@ class LRRangeResult:
         if raw:
             ax.plot(self.lrs, self.raw_losses, color=plotting.color(0), alpha=0.3, lw=0.8, label="minibatch loss")
         ax.plot(self.lrs, self.losses, color=plotting.color(0), lw=1.8, label=label)
-        finite = [v for v in self.losses if math.isfinite(v)]
+        finite = [v for v in self.losses + (self.raw_losses if raw else []) if math.isfinite(v)]
         if finite:
             lo, hi = min(finite), max(self.losses[0], min(finite))  # clip the blow-up at the end
             span = max(hi - lo, 1e-12)
