@@ -147,8 +147,8 @@ def step_decay(lr: float, step_size: int, gamma: float = 0.1) -> Schedule:
         \eta_t = \eta\, \gamma^{\lfloor t / s \rfloor}
 
     with :math:`\eta` = ``lr``, :math:`s` = ``step_size``, :math:`\gamma` = ``gamma``. The
-    "divide by 10 at epochs 30, 60, 90" schedule of He et al. (2016)'s ResNets is this with
-    ``gamma=0.1``.
+    classic ResNet recipe on ImageNet (divide by 10 when the error plateaus, He et al., 2016;
+    at epochs 30, 60 and 80 in Goyal et al., 2017) is a step decay with ``gamma=0.1``.
 
     Example:
         >>> s = step_decay(1.0, step_size=10, gamma=0.5)
