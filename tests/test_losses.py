@@ -293,6 +293,15 @@ def test_expected_calibration_error(device):
         L.expected_calibration_error(p, y, n_bins=0)
 
 
+@pytest.fixture
+def one_thread():
+    """Small matrices: one thread is faster, and much steadier on a busy shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_docstring_examples():
     result = doctest.testmod(L, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 10 and result.failed == 0
@@ -302,7 +311,7 @@ def test_docstring_examples():
 # The chapter's central claims, small
 
 
-def test_outliers_drag_the_mse_fit_but_not_huber(device):
+def test_outliers_drag_the_mse_fit_but_not_huber(device, one_thread):
     """A line fit with 5% gross outliers: the least-squares slope moves a lot, Huber's little."""
     g = gen(0)
     n = 100
@@ -357,3 +366,82 @@ def test_focal_down_weights_easy_examples(device):
     fl = L.focal(z, y, alpha=-1, gamma=2.0, reduction="none")
     ratio = fl / ce  # (1 - p_t)^2
     assert ratio[0] < 1e-3 and ratio[1] > 0.5
+
+
+def test_cross_entropy_trains_softmax_regression_faster_than_squared_error_on_probabilities(device, one_thread):
+    """Chapter 7: digits, linear model, SGD lr 0.3, same init and batches: CE ahead after one epoch."""
+    from book.data import digits
+    from book.optim import SGD
+    from book.train import fit
+
+    ds = digits(seed=0).to(device)
+
+    def brier(out, target):
+        return L.mse(torch.softmax(out, 1), F.one_hot(target, 10).to(out.dtype), reduction="none").sum(1).mean()
+
+    acc = {}
+    for name, loss_fn in {"ce": L.cross_entropy, "mse": brier}.items():
+        torch.manual_seed(0)
+        model = torch.nn.Linear(64, 10).to(device)
+        h = fit(model, SGD(model.parameters(), lr=0.3), loss_fn, ds.train, epochs=1, batch_size=32, val=ds.val,
+                progress=False, generator=torch.Generator().manual_seed(0))
+        acc[name] = h["val_acc"][-1]
+    assert acc["ce"] > acc["mse"] + 0.1
+
+
+def test_label_smoothing_lowers_confidence_on_digits(device, one_thread):
+    """Chapter 7: smoothing with eps = 0.1 lowers the mean confidence by ~0.1 at about the same accuracy."""
+    from book.data import digits
+    from book.optim import Adam
+    from book.train import fit
+
+    ds = digits(seed=0).to(device)
+    result = {}
+    for eps in (0.0, 0.1):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10)).to(device)
+        fit(net, Adam(net.parameters(), lr=3e-3), lambda o, t, eps=eps: L.cross_entropy(o, t, label_smoothing=eps),
+            ds.train, epochs=8, batch_size=64, progress=False, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            p = torch.softmax(net(ds.val.X), 1)
+        conf, pred = p.max(1)
+        result[eps] = float(conf.mean()), float((pred == ds.val.y).float().mean())
+    (c0, a0), (c1, a1) = result[0.0], result[0.1]
+    assert c1 < c0 - 0.05 and c1 < a1 - 0.05  # lower confidence, below the accuracy
+    assert abs(a1 - a0) < 0.03
+
+
+def test_class_weights_move_the_threshold_not_the_ranking(device, one_thread):
+    """Chapter 7: 1:20 imbalance, logistic regression: pos_weight raises minority recall at 0.5, the
+    paper's focal alpha = 0.25 lowers it, and the threshold-free average precision barely moves."""
+    from book.optim import Adam
+    from book.train import fit
+
+    def data(n_neg, n_pos, seed):
+        g = gen(seed)
+        X = torch.cat([torch.randn(n_neg, 2, generator=g), torch.randn(n_pos, 2, generator=g) + torch.tensor([2.5, 0.0])])
+        return X.to(device), torch.cat([torch.zeros(n_neg), torch.ones(n_pos)]).to(device)
+
+    (X, y), (Xt, yt) = data(2000, 100, 0), data(10000, 500, 1)
+
+    def ap(s, y):
+        hits = y[s.argsort(descending=True)]
+        return float((hits.cumsum(0) / torch.arange(1, len(hits) + 1, device=device) * hits).sum() / hits.sum())
+
+    out = {}
+    pw = torch.tensor(20.0, device=device)
+    for name, loss_fn in {
+        "ce": lambda o, t: L.binary_cross_entropy_with_logits(o.squeeze(1), t),
+        "weighted": lambda o, t: L.binary_cross_entropy_with_logits(o.squeeze(1), t, pos_weight=pw),
+        "focal": lambda o, t: L.focal(o.squeeze(1), t),
+    }.items():
+        torch.manual_seed(0)
+        model = torch.nn.Linear(2, 1).to(device)
+        fit(model, Adam(model.parameters(), lr=0.05), loss_fn, (X, y), epochs=200, progress=False)
+        with torch.no_grad():
+            s = model(Xt).squeeze(1)
+        out[name] = float(((s > 0) & (yt == 1)).sum() / (yt == 1).sum()), ap(s, yt)
+    assert out["weighted"][0] > out["ce"][0] + 0.3
+    assert out["focal"][0] < out["ce"][0]
+    aps = [v[1] for v in out.values()]
+    assert max(aps) - min(aps) < 0.02
