@@ -161,6 +161,31 @@ def test_to_torch_drives_a_torch_optimizer(device):
     assert "schedule" not in state and state["last_epoch"] == 120
 
 
+def test_to_torch_every_group_and_resume(device):
+    sched = S.cosine_restarts(0.1, 7, 2)
+    w1 = torch.nn.Parameter(torch.zeros(2, device=device))
+    w2 = torch.nn.Parameter(torch.zeros(3, device=device))
+
+    def make():
+        opt = torch.optim.SGD([{"params": [w1]}, {"params": [w2], "lr": 5.0}], lr=1.0, momentum=0.9)
+        return opt, S.to_torch(opt, sched)
+
+    opt, torch_sched = make()
+    for _ in range(30):
+        opt.step()
+        torch_sched.step()
+    assert [g["lr"] for g in opt.param_groups] == [sched(30), sched(30)]  # every group follows the schedule
+    opt2, resumed = make()
+    resumed.load_state_dict(torch_sched.state_dict())
+    opt2.load_state_dict(opt.state_dict())
+    for t in range(31, 60):
+        opt.step()
+        torch_sched.step()
+        opt2.step()
+        resumed.step()
+        assert opt2.param_groups[1]["lr"] == opt.param_groups[1]["lr"] == sched(t)
+
+
 def test_fit_uses_the_schedule_at_every_step(device):
     g = torch.Generator().manual_seed(0)
     train = Split(torch.randn(100, 4, generator=g), torch.randint(0, 3, (100,), generator=g)).to(device)
