@@ -453,6 +453,11 @@ def cross_entropy(
         label_smoothing: :math:`\varepsilon \in [0, 1]`.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
 
+    Note:
+        There is no ``ignore_index``: every class index must lie in ``[0, C)`` (PyTorch's default
+        ``ignore_index=-100`` is rejected with a ``ValueError``). Any integer dtype is accepted for
+        class indices (PyTorch wants int64).
+
     Example:
         >>> z = torch.tensor([[1000.0, 999.0, 0.0]])
         >>> cross_entropy(z, torch.tensor([1]))  # the naive formula gives nan here
@@ -473,6 +478,7 @@ def cross_entropy(
         q = target if eps == 0 else target * (1 - eps) + eps / C
         loss = -(q * logp_w).sum(dim=1)  # (N, ...)
         return _reduce(loss, reduction)
+    target = target.long()  # gather wants int64; any integer dtype is accepted
     nll = -logp_w.gather(1, target.unsqueeze(1)).squeeze(1)  # -w_y log p_y, (N, ...)
     loss = nll if eps == 0 else (1 - eps) * nll - (eps / C) * logp_w.sum(dim=1)
     if reduction == "mean" and weight is not None:
@@ -519,6 +525,7 @@ def hinge(
     weight = _check_weight(weight, C, input)
     margin = _check_finite_number(margin, "margin")
     reduction = _check_reduction(reduction)
+    target = target.long()
     z_y = input.gather(1, target.unsqueeze(1))  # (N, 1)
     others = torch.ones_like(input).scatter_(1, target.unsqueeze(1), 0.0)  # 0 at the true class
     loss = (torch.relu(margin - z_y + input) * others).sum(dim=1) / C  # (N,)

@@ -115,6 +115,14 @@ def test_cross_entropy_with_spatial_dimensions_equals_torch(device, dtype):
                     value_and_grad(F.cross_entropy, x, y, label_smoothing=0.2, reduction=reduction), dtype)
 
 
+def test_integer_targets_of_any_width(device):
+    x = rand(5, 3, device=device, dtype=torch.float64, seed=19)
+    y = torch.tensor([0, 2, 1, 1, 0], device=device)
+    for dt in (torch.int32, torch.int16, torch.uint8):
+        torch.testing.assert_close(L.cross_entropy(x, y.to(dt)), F.cross_entropy(x, y))
+        torch.testing.assert_close(L.hinge(x, y.to(dt)), F.multi_margin_loss(x, y))
+
+
 def test_cross_entropy_gradient_is_softmax_minus_onehot(device, dtype):
     x = rand(4, 6, device=device, dtype=dtype, seed=9)
     y = torch.tensor([5, 0, 2, 2], device=device)
