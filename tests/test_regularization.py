@@ -421,3 +421,40 @@ def test_augmentation_validation():
         augment(torch.ones(4, 64, dtype=torch.int64))
     with pytest.raises(ValueError, match="noise_std must be >= 0"):
         augment(x, noise_std=-1.0)
+
+
+# ---------------------------------------------------------------------------
+# the chapter's central claim, on one seed
+
+
+def test_regularization_beats_none_on_100_digits(device):
+    """Chapter 8's setting: 100 training digits, a 64-128-128-10 MLP, AdamW 3e-3, 300 full-batch epochs.
+
+    Weight decay 1.0 + dropout (0.2 input, 0.5 hidden) + rotation/noise augmentation + early stopping (patience 20)
+    against no regularization. Measured on the CPU (seed 0): validation loss 0.935 -> 0.339, accuracy 84.0% -> 90.3%.
+    """
+    data = digits(seed=0, device=device)
+    idx = torch.cat([torch.nonzero(data.train.y == k)[:10, 0] for k in range(10)])
+    small = Split(data.train.X[idx], data.train.y[idx])
+
+    def train(regularized):
+        torch.manual_seed(0)
+        p_in, p_hidden = (0.2, 0.5) if regularized else (0.0, 0.0)
+        layers = [Augment(0, 10.0, 0.1, generator=torch.Generator().manual_seed(0))] if regularized else []
+        layers += [Dropout(p_in), torch.nn.Linear(64, 128), torch.nn.ReLU(), Dropout(p_hidden),
+                   torch.nn.Linear(128, 128), torch.nn.ReLU(), Dropout(p_hidden), torch.nn.Linear(128, 10)]
+        model = torch.nn.Sequential(*layers).to(device)
+        stopper = EarlyStopping(20, restore_best_weights=True)
+        fit(model, AdamW(model.parameters(), lr=3e-3, weight_decay=1.0 if regularized else 0.0), F.cross_entropy,
+            small, epochs=300, val=data.val, callbacks=[stopper] if regularized else [], progress=False,
+            generator=torch.Generator().manual_seed(0))
+        return evaluate(model, F.cross_entropy, data.val)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small matrices: one thread is faster, and much faster on a busy machine
+    try:
+        (loss_none, acc_none), (loss_all, acc_all) = train(False), train(True)
+    finally:
+        torch.set_num_threads(threads)
+    assert loss_all < 0.7 * loss_none
+    assert acc_all > acc_none
