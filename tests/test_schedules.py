@@ -243,6 +243,7 @@ def test_lr_range_test_on_least_squares(device):
     assert res.diverged and len(res.lrs) < 100  # the sweep past 2/L blows up and stops early
     assert res.lrs[-1] > 2 / curvature  # ... only after it crossed the stable limit
     # the suggestion is stable (below 2/L) and within a factor 10 of 1/L, the best rate for the top curvature
+    # (measured on the CPU: 1/L = 0.060, 2/L = 0.120, suggestion 0.077, minimum of the smoothed loss 0.77)
     assert res.suggested_lr < 2 / curvature
     assert 0.1 / curvature < res.suggested_lr < 10 / curvature
     assert res.min_loss_lr == pytest.approx(10 * res.suggested_lr)
