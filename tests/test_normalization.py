@@ -354,7 +354,8 @@ def _train(model, lr, data, epochs=5, batch_size=64):
 def test_eval_mode_makes_predictions_independent_of_the_batch(device):
     """Chapter 9: in train mode a sample's output depends on its batch mates; in eval mode it does not."""
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(5, 8), BatchNorm1d(8), torch.nn.ReLU(), torch.nn.Linear(8, 2)).to(device)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 8), BatchNorm1d(8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    model = model.to(device)
     a, b = torch.randn(6, 5, device=device), torch.randn(6, 5, device=device) + 3
     first = torch.cat([a[:1], b[1:]])
     with torch.no_grad():
