@@ -431,6 +431,8 @@ class _BatchNorm(torch.nn.Module):
         track_running_stats: bool = True,
         device=None,
         dtype=None,
+        *,
+        bias: bool = True,
     ):
         super().__init__()
         if isinstance(num_features, bool) or not isinstance(num_features, numbers.Integral) or num_features < 1:
@@ -443,7 +445,10 @@ class _BatchNorm(torch.nn.Module):
         factory = {"device": device, "dtype": dtype}
         if self.affine:
             self.weight = torch.nn.Parameter(torch.empty(num_features, **factory))  # gamma
-            self.bias = torch.nn.Parameter(torch.empty(num_features, **factory))  # beta
+            if bias:
+                self.bias = torch.nn.Parameter(torch.empty(num_features, **factory))  # beta
+            else:
+                self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
@@ -470,8 +475,9 @@ class _BatchNorm(torch.nn.Module):
     def reset_parameters(self) -> None:
         """Reset the running statistics, :math:`\\gamma = 1` and :math:`\\beta = 0`."""
         self.reset_running_stats()
-        if self.affine:
+        if self.weight is not None:
             torch.nn.init.ones_(self.weight)
+        if self.bias is not None:
             torch.nn.init.zeros_(self.bias)
 
     def _check_input(self, x: Tensor) -> None:
@@ -512,7 +518,7 @@ class _BatchNorm(torch.nn.Module):
     def extra_repr(self) -> str:
         return (
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-            f"track_running_stats={self.track_running_stats}"
+            f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}"
         )
 
 
@@ -537,6 +543,8 @@ class BatchNorm1d(_BatchNorm):
         track_running_stats: keep running statistics; with ``False`` the batch
             statistics are used in eval mode too and the buffers are ``None``.
         device, dtype: of the parameters and buffers.
+        bias: (keyword-only) learn :math:`\beta`; ``False`` keeps only the scale
+            (``affine=True`` needed), as in recent PyTorch versions.
 
     Parameter and buffer names equal ``torch.nn.BatchNorm1d``'s, so ``load_state_dict``
     works across the two classes.
@@ -643,4 +651,7 @@ class LayerNorm(torch.nn.Module):
         return layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self) -> str:
-        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+        return (
+            f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
+            f"bias={self.bias is not None}"
+        )
