@@ -579,7 +579,9 @@ def random_rotation(x: Tensor, max_degrees: float = 15.0, generator: torch.Gener
     n = images.shape[0]
     if n == 0:
         return x.clone()
-    u = torch.rand(n, generator=generator, device=_rand_device(generator), dtype=torch.float64)
+    where = _rand_device(generator)
+    u = torch.rand(n, generator=generator, device=where,
+                   dtype=torch.float32 if where.type == "mps" else torch.float64)  # MPS has no float64
     angles = ((2 * u - 1) * math.radians(max_degrees)).to(device=x.device, dtype=x.dtype)  # (N,)
     cos, sin, zero = angles.cos(), angles.sin(), torch.zeros_like(angles)
     theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)  # (N, 2, 3)
