@@ -12,7 +12,8 @@ from functools import lru_cache
 
 from book.grading.core import Question
 
-MODULES = ["landscapes", "gradient_descent", "sgd", "momentum", "adaptive"]
+MODULES = ["landscapes", "gradient_descent", "sgd", "momentum", "adaptive", "schedules", "losses", "regularization",
+           "normalization"]
 
 
 @lru_cache(maxsize=None)
