@@ -31,6 +31,7 @@ stop training early, and a clear error when the loss blows up::
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -250,6 +251,20 @@ def _lr(optimizer) -> float | None:
     return float(lr) if lr is not None else None
 
 
+def _needs_a_metric(scheduler) -> bool:
+    """A reduce-on-plateau scheduler (torch's or book.schedules'): step() takes a metric."""
+    if scheduler is None or not hasattr(scheduler, "step"):
+        return False
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        return True
+    try:
+        params = inspect.signature(scheduler.step).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+               for p in params)
+
+
 def fit(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -333,6 +348,15 @@ def fit(
         )
     if scheduler is not None and not (hasattr(scheduler, "step") or callable(scheduler)):
         raise TypeError(f"scheduler must have a step() method or be a function step -> lr, got {type(scheduler).__name__}")
+    if _needs_a_metric(scheduler):
+        hint = (" Pass it as a callback instead: callbacks=[scheduler.callback(optimizer)]."
+                if hasattr(scheduler, "callback") else
+                " Step it in a callback with the validation loss: "
+                "callbacks=[lambda epoch, history, model: scheduler.step(history['val_loss'][-1])].")
+        raise TypeError(
+            f"scheduler={type(scheduler).__name__}(...) needs a metric (it cuts the learning rate when the "
+            f"validation loss stalls), but fit steps its scheduler after every minibatch without one.{hint}"
+        )
     schedule_fn = scheduler if scheduler is not None and not hasattr(scheduler, "step") else None
 
     from tqdm.auto import tqdm

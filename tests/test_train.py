@@ -226,6 +226,19 @@ def test_full_batch_and_schedulers(device):
     assert h["lr"] == pytest.approx([0.1 / 4, 0.1 / 8])  # the lr of the last step of each epoch (t = 3, 7)
 
 
+def test_a_plateau_scheduler_as_scheduler_says_to_use_a_callback(device):
+    from book.schedules import ReduceLROnPlateau
+
+    train = small_classification(device, n=20)
+    model = mlp(device)
+    opt = SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TypeError, match=r"needs a metric.*callbacks=\[scheduler.callback\(optimizer\)\]"):
+        fit(model, opt, F.cross_entropy, train, epochs=1, scheduler=ReduceLROnPlateau(0.1), progress=False)
+    torch_plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt)
+    with pytest.raises(TypeError, match=r"needs a metric.*history\['val_loss'\]"):
+        fit(model, opt, F.cross_entropy, train, epochs=1, scheduler=torch_plateau, progress=False)
+
+
 def test_accuracy_helper():
     y = torch.tensor([0, 1, 2, 1])
     assert accuracy(torch.tensor([[3.0, 0, 0], [0, 1, 0], [0, 5, 1], [0, 2, 1]]), y) == 0.75
