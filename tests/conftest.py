@@ -32,3 +32,13 @@ def _skip_float64_on_mps(request):
     if "device" in names and "dtype" in names:
         if request.getfixturevalue("device").type == "mps" and request.getfixturevalue("dtype") == torch.float64:
             pytest.skip("MPS has no float64")
+
+
+@pytest.fixture
+def one_thread():
+    """For tests that train tiny networks: one CPU thread is as fast as two for such small
+    matrices, and far steadier when the machine is shared; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

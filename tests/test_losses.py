@@ -301,13 +301,6 @@ def test_expected_calibration_error(device):
         L.expected_calibration_error(p, y, n_bins=0)
 
 
-@pytest.fixture
-def one_thread():
-    """Small matrices: one thread is faster, and much steadier on a busy shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_docstring_examples():

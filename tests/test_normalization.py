@@ -340,13 +340,6 @@ def _mlp(norm, depth=8, width=64, seed=0, device="cpu"):
     return torch.nn.Sequential(*layers, torch.nn.Linear(d, 10)).to(device)
 
 
-@pytest.fixture
-def one_thread():
-    """Training tiny networks: one CPU thread is as fast and far steadier on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _train(model, lr, data, epochs=5, batch_size=64):

@@ -266,23 +266,19 @@ def test_lr_range_test_keeps_mode_and_leaves_no_state(device):
     assert not model.training and not res.diverged and len(res.lrs) == 20  # 20 steps cycle through 4 batches 5 times
 
 
-def test_annealing_beats_constant_at_equal_epochs(device):
+def test_annealing_beats_constant_at_equal_epochs(device, one_thread):
     """The chapter's central claim, smaller: the same peak lr, the same steps; annealing ends at a lower loss."""
     ds = digits(seed=0, device=device)
     epochs, batch, peak = 8, 32, 0.3
     steps = epochs * math.ceil(len(ds.train) / batch)
-    final, threads = {}, torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: one thread is faster and steadier on a shared CPU
-    try:
-        for name, sched in {"constant": S.constant(peak), "cosine": S.cosine_annealing(peak, steps)}.items():
-            torch.manual_seed(0)
-            model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10)).to(device)
-            fit(model, SGD(model.parameters(), lr=peak, momentum=0.9), F.cross_entropy, ds.train, epochs=epochs,
-                batch_size=batch, scheduler=sched, progress=False, generator=torch.Generator().manual_seed(0))
-            with torch.no_grad():
-                final[name] = float(F.cross_entropy(model(ds.train.X), ds.train.y))
-    finally:
-        torch.set_num_threads(threads)
+    final = {}
+    for name, sched in {"constant": S.constant(peak), "cosine": S.cosine_annealing(peak, steps)}.items():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10)).to(device)
+        fit(model, SGD(model.parameters(), lr=peak, momentum=0.9), F.cross_entropy, ds.train, epochs=epochs,
+            batch_size=batch, scheduler=sched, progress=False, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            final[name] = float(F.cross_entropy(model(ds.train.X), ds.train.y))
     assert final["cosine"] < 0.5 * final["constant"], final  # measured on the CPU: 0.018 vs 0.085
 
 
