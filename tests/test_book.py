@@ -144,4 +144,8 @@ def test_book_builds_without_warnings(request):
         assert "<img" in page, f"{chapter.name}: no figure in the built page"
         assert 'class="math' in page, f"{chapter.name}: no math in the built page"
         assert "Traceback" not in page, f"{chapter.name}: a traceback in the built page"
+        # the math is typeset by the site's own copy of MathJax (book/_mathjax.py), not a CDN
+        assert '_static/mathjax/MathJax.js' in page and "cdn.jsdelivr" not in page, chapter.name
+    assert (html / "_static" / "mathjax" / "MathJax.js").is_file()
+    assert (html / "_static" / "mathjax" / "fonts" / "HTML-CSS" / "STIX-Web" / "woff").is_dir()
     assert not slow, f"chapters over the {CHAPTER_TIME_LIMIT_S:.0f} s budget: {slow}"
