@@ -40,7 +40,7 @@ from typing import Callable, Iterable
 import torch
 from torch import Tensor
 
-from book.data import Split, minibatches
+from book.data import Split, _check_int, minibatches
 
 __all__ = ["fit", "evaluate", "accuracy", "History", "DivergenceError"]
 
@@ -236,14 +236,6 @@ def _as_split(data, name: str) -> Split:
     if isinstance(data, (tuple, list)) and len(data) == 2:
         return Split(data[0], data[1])
     raise TypeError(f"{name} must be a book.data.Split or an (X, y) pair of tensors, got {type(data).__name__}")
-
-
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 def _lr(optimizer) -> float | None:
