@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from book.grading.core import Case, Mistake, Question
+from book.grading.questions.momentum import _torch_sgd_step
 
 CHAPTER = "08_regularization"
 NOT_THE_LIBRARY = ("book.regularization", "book.optim", "book.train", "torch.optim",
@@ -117,21 +118,11 @@ def _decay_cases(device):
     ]
 
 
-def _torch_sgd(param, grad, buf, lr, momentum, weight_decay):
-    p = param.detach().clone().requires_grad_(True)
-    opt = torch.optim.SGD([p], lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if buf is not None:
-        opt.state[p]["momentum_buffer"] = buf.detach().clone()
-    p.grad = grad.detach().clone()
-    opt.step()
-    return p.detach(), opt.state[p]["momentum_buffer"].detach()
-
-
 def _decay_ref(param, grad, buf, lr, momentum, weight_decay, decoupled):
     if not decoupled:
-        return _torch_sgd(param, grad, buf, lr, momentum, weight_decay)
+        return _torch_sgd_step(param, grad, buf, lr, momentum, weight_decay=weight_decay)
     shrunk = param * (1 - lr * weight_decay)
-    return _torch_sgd(shrunk, grad, buf, lr, momentum, 0.0)
+    return _torch_sgd_step(shrunk, grad, buf, lr, momentum)
 
 
 def _decay_generic(param, grad, buf, lr, momentum, weight_decay, decoupled, *,
