@@ -4,6 +4,25 @@ Every helper takes data (or a landscape to evaluate on a grid) and an optional
 ``ax``, draws, and returns the Axes: no training happens here and no global figure
 state is kept. A chapter calls :func:`use_style` once at the top.
 
+The figure policy, set here once so every chapter inherits it: a figure is drawn at the
+size the book shows it, :data:`PAGE_WIDTH` inches wide at :data:`DPI` dots per inch (the
+width of the book's text column in CSS pixels), so a 9-point tick label is about 12 pixels
+on the page. :func:`subplots` makes figures of that width. :func:`show` displays a figure in
+the notebook and records it (myst-nb's ``glue``) for a numbered, captioned figure in the
+rendered book::
+
+    fig, (ax1, ax2) = plotting.subplots(1, 2)
+    ...
+    plotting.show(fig, "fig-06-noise-floor")   # cell tagged remove-output
+
+and, in the next markdown cell::
+
+    ```{glue:figure} fig-06-noise-floor
+    :name: fig-06-noise-floor
+
+    What to look at in this figure.
+    ```
+
     >>> from book import plotting
     >>> from book.landscapes import rosenbrock
     >>> plotting.use_style()
@@ -16,6 +35,7 @@ import io
 from typing import Callable, Mapping, Sequence
 
 import matplotlib
+import matplotlib.figure
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -32,6 +52,10 @@ __all__ = [
     "gradient_field",
     "curves",
     "to_png",
+    "PAGE_WIDTH",
+    "DPI",
+    "subplots",
+    "show",
 ]
 
 # Okabe & Ito's palette: distinguishable with every common colour-vision deficiency.
@@ -46,19 +70,28 @@ COLORS = [
     "#F0E442",  # yellow (last: poor on white)
 ]
 
+PAGE_WIDTH = 7.0
+"""The width of a full-width figure, in inches: the book's text column at :data:`DPI`."""
+
+DPI = 100
+"""Dots per inch of every figure, on screen and in the book (one dot, one CSS pixel)."""
+
 STYLE: dict = {
-    "figure.figsize": (6.4, 4.0),
-    "figure.dpi": 100,
-    "savefig.dpi": 120,
+    "figure.figsize": (PAGE_WIDTH, 3.8),
+    "figure.dpi": DPI,
+    "savefig.dpi": DPI,
     "figure.constrained_layout.use": True,
+    "font.size": 10,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
     "axes.prop_cycle": matplotlib.cycler(color=COLORS),
     "axes.spines.top": False,
     "axes.spines.right": False,
     "axes.grid": True,
     "grid.alpha": 0.3,
-    "axes.titlesize": 11,
+    "axes.titlesize": 10,
     "axes.labelsize": 10,
-    "legend.fontsize": 9,
+    "legend.fontsize": 8.5,
     "legend.frameon": False,
     "lines.linewidth": 1.8,
     "image.cmap": "viridis",
@@ -69,6 +102,62 @@ STYLE: dict = {
 def use_style() -> None:
     """Apply the book's figure style (call once at the top of a notebook)."""
     matplotlib.rcParams.update(STYLE)
+
+
+def subplots(nrows: int = 1, ncols: int = 1, height: float | None = None, width: float = PAGE_WIDTH, **kwargs):
+    """``plt.subplots`` at the book's width: ``(fig, axes)``.
+
+    Args:
+        nrows, ncols: the grid of panels.
+        height: the figure's height in inches; by default 3.8 for one panel per row and
+            2.9 per row for several, so panels stay about as tall as they are wide.
+        width: the figure's width in inches; at most :data:`PAGE_WIDTH` (a wider figure
+            would be shrunk on the page, and its labels with it).
+        **kwargs: passed on to ``plt.subplots`` (``sharex``, ``gridspec_kw``, ...).
+
+    Raises:
+        ValueError: for a width above :data:`PAGE_WIDTH` or a non-positive size.
+    """
+    if not 0 < width <= PAGE_WIDTH:
+        raise ValueError(f"width must be in (0, {PAGE_WIDTH}] inches (the page's width), got {width}")
+    if height is None:
+        height = nrows * (3.8 if ncols == 1 else 2.9)
+    if height <= 0:
+        raise ValueError(f"height must be positive, got {height}")
+    return plt.subplots(nrows, ncols, figsize=(width, height), **kwargs)
+
+
+def show(fig, name: str) -> None:
+    """Show ``fig`` in the notebook and record it under ``name`` for the rendered book.
+
+    ``fig`` is a matplotlib figure or an explorer from :mod:`book.widgets` (whose first
+    drawing is recorded; the live controls are shown in the notebook). The record is
+    myst-nb's ``glue``: a ``{glue:figure}`` directive in a markdown cell places the figure
+    with a numbered caption, and the cell that calls this is tagged ``remove-output`` so
+    the book does not show it twice. Without myst-nb (a plain install) the figure is only
+    shown.
+
+    Raises:
+        ValueError: if ``name`` is not of the form ``fig-...`` (letters, digits, dashes).
+    """
+    import re
+
+    from IPython.display import Image, display
+
+    if not isinstance(name, str) or not re.fullmatch(r"fig-[a-z0-9-]+", name):
+        raise ValueError(f"a figure's name looks like 'fig-06-noise-floor' (lower case, digits, dashes), got {name!r}")
+    is_figure = isinstance(fig, matplotlib.figure.Figure)
+    if not is_figure and not hasattr(fig, "png"):
+        raise TypeError(f"show expects a matplotlib Figure or an explorer, got {type(fig).__name__}")
+    try:
+        from myst_nb import glue
+    except ImportError:  # a plain install: nothing to record for a book
+        glue = None
+    if glue is not None:
+        glue(name, fig if is_figure else Image(data=fig.png(), format="png"), display=False)
+    display(fig)
+    if is_figure:
+        plt.close(fig)  # shown once: pyplot would draw it again at the end of the cell
 
 
 def color(i: int) -> str:

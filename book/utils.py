@@ -2,9 +2,18 @@
 
 Every notebook starts with::
 
-    from book.utils import device, seed_everything
+    from book.utils import device, generator, method_seed, seed_everything
     seed_everything(0)
     dev = device()   # CUDA if present, else Apple's MPS, else the CPU
+
+Seeds of a method's randomness (initial weights, minibatch order, dropout masks,
+augmentations, search samplers) go through :func:`method_seed` (or :func:`generator`),
+which adds the offset ``BOOK_SEED`` (an integer, default 0) from the environment. Running a
+chapter under ``BOOK_SEED=3`` therefore trains other networks on other batches, which is
+how ``make claims`` checks that a chapter's claims are not one seed's luck. Seeds of a
+*problem instance* (a synthetic data set whose numbers the text discusses, the digits'
+split) are plain integers and stay fixed. ``BOOK_THREADS`` sets torch's CPU thread count
+wherever :func:`seed_everything` runs.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["device", "available_devices", "seed_everything"]
+__all__ = ["device", "available_devices", "seed_everything", "seed_offset", "method_seed", "generator"]
 
 
 def _mps_available() -> bool:
@@ -68,10 +77,66 @@ def available_devices() -> list[torch.device]:
     return devices
 
 
+def _env_int(name: str) -> int | None:
+    """The integer in environment variable ``name``, ``None`` when it is unset or empty."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def seed_offset() -> int:
+    """The seed offset ``BOOK_SEED`` from the environment (0 when unset).
+
+    Raises:
+        ValueError: if ``BOOK_SEED`` is set to something that is not an integer.
+    """
+    return _env_int("BOOK_SEED") or 0
+
+
+def method_seed(seed: int = 0) -> int:
+    """The seed to use for a method's randomness: ``seed + BOOK_SEED``.
+
+    Use it for every seed that a claim about a method should not depend on: initial
+    weights, minibatch order, dropout masks, augmentations, samplers. ``make claims`` runs
+    each chapter under several offsets; a claim that holds for one offset only fails there.
+
+    Example:
+        >>> import os; os.environ.pop("BOOK_SEED", None) and None
+        >>> method_seed(2)
+        2
+        >>> os.environ["BOOK_SEED"] = "10"; method_seed(2)
+        12
+        >>> del os.environ["BOOK_SEED"]
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    return seed + seed_offset()
+
+
+def generator(seed: int = 0, device: torch.device | str | None = None) -> torch.Generator:
+    """A ``torch.Generator`` seeded with :func:`method_seed(seed) <method_seed>`.
+
+    Example:
+        >>> torch.equal(torch.rand(2, generator=generator(5)),
+        ...             torch.rand(2, generator=torch.Generator().manual_seed(method_seed(5))))
+        True
+    """
+    g = torch.Generator(device=device) if device is not None else torch.Generator()
+    return g.manual_seed(method_seed(seed))
+
+
 def seed_everything(seed: int = 0) -> torch.Generator:
     """Seed Python's, NumPy's and PyTorch's random number generators (all devices).
 
-    Returns a fresh ``torch.Generator`` seeded with ``seed`` for code that prefers an
+    The seed used is :func:`method_seed(seed) <method_seed>`, i.e. shifted by ``BOOK_SEED``.
+    When ``BOOK_THREADS`` is set, torch's CPU thread count is set to it (``make claims``
+    runs every chapter once with one thread, where rounding differs).
+
+    Returns a fresh ``torch.Generator`` seeded with the same seed, for code that prefers an
     explicit generator to global state.
 
     Example:
@@ -80,8 +145,12 @@ def seed_everything(seed: int = 0) -> torch.Generator:
         >>> torch.equal(a, b)
         True
     """
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    seed = method_seed(seed)
+    threads = _env_int("BOOK_THREADS")
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"BOOK_THREADS must be a positive integer, got {threads}")
+        torch.set_num_threads(threads)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device

@@ -26,7 +26,7 @@ from typing import Callable, Mapping
 
 from matplotlib.figure import Figure
 
-from book.plotting import STYLE, to_png
+from book.plotting import PAGE_WIDTH, STYLE, to_png
 
 __all__ = ["Explorer", "explorer"]
 
@@ -57,6 +57,9 @@ class Explorer:
         self.draw = draw
         self.controls = dict(controls)
         self.figsize = figsize or STYLE["figure.figsize"]
+        if not 0 < self.figsize[0] <= PAGE_WIDTH:
+            raise ValueError(f"an explorer's figure is at most {PAGE_WIDTH} inches wide (the page's width), "
+                             f"got figsize={tuple(figsize)}")
         self.image = W.Image(format="png")
         rows = []
         items = list(self.controls.values())
@@ -119,7 +122,8 @@ def explorer(
         controls: name -> ipywidgets control (``FloatSlider``, ``Dropdown``, ...). Use
             ``continuous_update=False`` on sliders whose drawing takes more than a
             moment.
-        figsize: the figure size in inches; the book's default otherwise.
+        figsize: the figure size in inches; the book's default otherwise. The width is at
+            most ``book.plotting.PAGE_WIDTH``, so the picture is not shrunk on the page.
         title: a bold line above the controls.
 
     Returns:
