@@ -110,7 +110,9 @@ def _compared_expressions(line: str) -> list[str]:
             text = ast.unparse(node)
             if text not in found:
                 found.append(text)
-            if isinstance(node, ast.Call):  # all(...), abs(...): show what they were given
+            if isinstance(node, ast.Call):  # all(...), abs(...), (a < b).all(): show what they were given
+                if isinstance(node.func, ast.Attribute) and not isinstance(node.func.value, ast.Name):
+                    visit(node.func.value)
                 for arg in node.args:
                     if not isinstance(arg, (ast.Constant, ast.GeneratorExp, ast.ListComp, ast.Lambda)):
                         visit(arg)

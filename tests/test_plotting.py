@@ -169,3 +169,57 @@ def test_explorer_rejects_bad_controls_and_draw():
         explorer(_draw, {"c": object()})
     with pytest.raises(TypeError, match="draw must be a function"):
         explorer("not callable", _sliders())
+
+
+def test_explorer_is_no_wider_than_the_page():
+    from book.widgets import explorer
+
+    with pytest.raises(ValueError, match="at most 7.0 inches wide"):
+        explorer(_draw, _sliders(), figsize=(11, 4))
+    ex = explorer(_draw, _sliders())  # the default size is the page's width
+    assert ex.figure().get_size_inches()[0] == plotting.PAGE_WIDTH
+
+
+def test_subplots_are_the_page_wide_and_refuse_wider():
+    fig, axes = plotting.subplots(2, 2, sharex=True)
+    w, h = fig.get_size_inches()
+    assert (w, h) == (plotting.PAGE_WIDTH, 2 * 2.9) and axes.shape == (2, 2)
+    fig, ax = plotting.subplots(height=2.5, width=5)
+    assert tuple(fig.get_size_inches()) == (5, 2.5)
+    with pytest.raises(ValueError, match="the page's width"):
+        plotting.subplots(1, 2, width=11)
+    with pytest.raises(ValueError, match="height must be positive"):
+        plotting.subplots(height=0)
+
+
+def test_the_style_draws_figures_at_the_size_the_page_shows_them():
+    plotting.use_style()
+    fig = plt.figure()
+    png = plotting.to_png(fig)
+    width = int.from_bytes(png[16:20], "big")  # the PNG header's IHDR width
+    assert width == round(plotting.PAGE_WIDTH * plotting.DPI) == 700
+    assert matplotlib.rcParams["xtick.labelsize"] >= 9 and matplotlib.rcParams["legend.fontsize"] >= 8
+
+
+def test_show_records_the_figure_for_the_book_and_displays_it(monkeypatch):
+    import IPython.display
+
+    shown, glued = [], []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
+    myst_nb = pytest.importorskip("myst_nb")
+    monkeypatch.setattr(myst_nb, "glue", lambda name, obj, display=True: glued.append((name, obj, display)))
+    fig, ax = plotting.subplots()
+    plotting.show(fig, "fig-99-demo")
+    assert shown == [fig] and glued == [("fig-99-demo", fig, False)]
+    assert fig.number not in plt.get_fignums()  # closed: pyplot will not draw it a second time
+
+    from book.widgets import explorer
+
+    ex = explorer(_draw, _sliders(), figsize=(3, 2))
+    plotting.show(ex, "fig-99-explorer")
+    assert shown[-1] is ex and glued[-1][0] == "fig-99-explorer"
+    assert glued[-1][1].data.startswith(PNG_MAGIC)  # the book gets the first drawing as a PNG
+    with pytest.raises(ValueError, match="fig-06-noise-floor"):
+        plotting.show(fig, "Noise floor")
+    with pytest.raises(TypeError, match="a matplotlib Figure or an explorer"):
+        plotting.show("not a figure", "fig-99-x")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from book.utils import available_devices, device, seed_everything
+from book.utils import available_devices, device, generator, method_seed, seed_everything, seed_offset
 
 
 def test_device_prefers_accelerator_then_cpu():
@@ -47,3 +47,44 @@ def test_seed_everything_makes_every_generator_repeat():
 def test_seed_everything_rejects_non_int():
     with pytest.raises(TypeError, match="seed must be an int"):
         seed_everything(1.5)
+
+
+def test_method_seed_adds_the_offset(monkeypatch):
+    monkeypatch.delenv("BOOK_SEED", raising=False)
+    assert method_seed() == 0 and method_seed(3) == 3 and seed_offset() == 0
+    monkeypatch.setenv("BOOK_SEED", "5")
+    assert seed_offset() == 5 and method_seed(3) == 8
+    monkeypatch.setenv("BOOK_SEED", "-2")
+    assert method_seed(3) == 1
+
+
+def test_generator_and_seed_everything_follow_the_offset(monkeypatch):
+    monkeypatch.setenv("BOOK_SEED", "7")
+    expected = torch.rand(4, generator=torch.Generator().manual_seed(9))
+    assert torch.equal(torch.rand(4, generator=generator(2)), expected)
+    seed_everything(2)
+    assert torch.equal(torch.rand(4), expected)  # the global generator was seeded with 2 + 7
+    monkeypatch.setenv("BOOK_SEED", "0")
+    assert not torch.equal(torch.rand(4, generator=generator(2)), expected)
+
+
+def test_bad_offsets_and_thread_counts_are_named(monkeypatch):
+    monkeypatch.setenv("BOOK_SEED", "one")
+    with pytest.raises(ValueError, match="BOOK_SEED must be an integer, got 'one'"):
+        method_seed(0)
+    monkeypatch.delenv("BOOK_SEED")
+    with pytest.raises(TypeError, match="seed must be an int"):
+        method_seed(0.5)
+    monkeypatch.setenv("BOOK_THREADS", "0")
+    with pytest.raises(ValueError, match="BOOK_THREADS must be a positive integer"):
+        seed_everything(0)
+
+
+def test_book_threads_sets_the_thread_count(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("BOOK_THREADS", "1")
+        seed_everything(0)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
