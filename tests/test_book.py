@@ -144,6 +144,11 @@ def test_book_builds_without_warnings(request):
         assert "<img" in page, f"{chapter.name}: no figure in the built page"
         assert 'class="math' in page, f"{chapter.name}: no math in the built page"
         assert "Traceback" not in page, f"{chapter.name}: a traceback in the built page"
+        # every figure is numbered and captioned (placed by a glue:figure directive)
+        nb = json.loads(chapter.read_text())
+        placed = sum("".join(c["source"]).count("{glue:figure}") for c in nb["cells"] if c["cell_type"] == "markdown")
+        numbered = len(re.findall(r'<span class="caption-number">Fig\. [\d.]+ </span>', page))
+        assert numbered == placed > 0, f"{chapter.name}: {placed} glue:figure directives but {numbered} numbered figures"
         # the math is typeset by the site's own copy of MathJax (book/_mathjax.py), not a CDN
         assert '_static/mathjax/MathJax.js' in page and "cdn.jsdelivr" not in page, chapter.name
     assert (html / "_static" / "mathjax" / "MathJax.js").is_file()
