@@ -3,9 +3,13 @@ momentum and coupled (L2) or decoupled weight decay, the early-stopping rule.
 
 References: the dropout rule of Srivastava et al. (2014) in its inverted form (what
 torch.nn.functional.dropout computes, with the random draw made explicit so that the answer
-is deterministic); torch.optim.SGD's own step for L2 decay, and for decoupled decay
-torch.optim.SGD's step after the decay factor of Loshchilov & Hutter (2019); the
-chapter's ``book.regularization.EarlyStopping``.
+is deterministic); torch.optim.SGD's own step for L2 decay, and for decoupled decay (the
+SGDW of Loshchilov & Hutter, 2019) torch.optim.SGD's step after the shrink factor
+1 - lr * weight_decay. That factor is PyTorch's convention (torch.optim.AdamW multiplies
+weight_decay by lr); the paper shrinks by eta_t * lambda, with a schedule multiplier eta_t
+kept separate from the step size alpha, so its lambda is not multiplied by the step size
+(with a constant schedule, its lambda is lr * weight_decay here). The chapter's
+``book.regularization.EarlyStopping``.
 """
 
 from __future__ import annotations
@@ -119,6 +123,7 @@ def _decay_cases(device):
 
 
 def _decay_ref(param, grad, buf, lr, momentum, weight_decay, decoupled):
+    """One step; decoupled decay in PyTorch's convention: the shrink factor is 1 - lr * weight_decay."""
     if not decoupled:
         return _torch_sgd_step(param, grad, buf, lr, momentum, weight_decay=weight_decay)
     shrunk = param * (1 - lr * weight_decay)
@@ -156,7 +161,9 @@ sgd_weight_decay = Question(
                 "by (1 − lr·weight_decay) directly."),
         Mistake("decoupled decay not scaled by the learning rate",
                 lambda *a: _decay_generic(*a, unscaled=True),
-                "the shrink factor is 1 − lr·weight_decay, as in torch.optim.AdamW."),
+                "this exercise uses PyTorch's convention (as torch.optim.AdamW): the shrink factor is "
+                "1 − lr·weight_decay. Shrinking by 1 − weight_decay is the paper's SGDW with a constant "
+                "schedule multiplier, whose λ is not multiplied by the step size: another meaning of λ."),
     ),
     forbidden=NOT_THE_LIBRARY,
 )
