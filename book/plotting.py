@@ -313,28 +313,35 @@ def gradient_field(
     xlim: Sequence[float] | None = None,
     ylim: Sequence[float] | None = None,
     ax=None,
-    n: int = 17,
+    n: int = 9,
     normalize: bool = True,
-    color: str = "white",
+    color: str = "k",
+    width: float = 0.009,
 ):
-    """Arrows of the negative gradient (the direction of steepest descent) on a grid.
+    """Arrows of the negative gradient (the direction of steepest descent) on an ``n x n`` grid.
 
-    With ``normalize=True`` every arrow has the same length and only shows direction;
-    the colour of the contour plot underneath already shows the size.
+    With ``normalize=True`` every arrow has the same length, 60 % of the grid spacing, and
+    only shows direction; the colour of the contour plot underneath already shows the size.
+    The arrows are dark with a white rim, so they show on every colour of a contour plot.
+    ``width`` is the shaft's width as a fraction of the Axes' width.
     """
     ax = _axes(ax)
     xlim, ylim = _limits(f, xlim, ylim)
     xs = torch.linspace(float(xlim[0]), float(xlim[1]), n, dtype=torch.float64)
     ys = torch.linspace(float(ylim[0]), float(ylim[1]), n, dtype=torch.float64)
     X, Y = torch.meshgrid(xs, ys, indexing="xy")
-    P = torch.stack([X, Y], dim=-1).requires_grad_(True)
+    P = torch.stack([X, Y], dim=-1).requires_grad_(True)  # (n, n, 2)
     with torch.enable_grad():
         (G,) = torch.autograd.grad(f(P).sum(), P)
     U, V = -G[..., 0], -G[..., 1]
+    style = dict(color=color, edgecolor="white", linewidth=0.6, width=width, headwidth=3.5, headlength=4, zorder=4)
     if normalize:
         norm = torch.sqrt(U**2 + V**2).clamp_min(1e-12)
         U, V = U / norm, V / norm
-    ax.quiver(X.numpy(), Y.numpy(), U.numpy(), V.numpy(), color=color, alpha=0.8, width=0.003)
+        length = 0.6 * float(xs[1] - xs[0]) if n > 1 else 1.0
+        ax.quiver(X.numpy(), Y.numpy(), U.numpy(), V.numpy(), angles="xy", scale_units="xy", scale=1 / length, **style)
+    else:
+        ax.quiver(X.numpy(), Y.numpy(), U.numpy(), V.numpy(), **style)
     return ax
 
 
