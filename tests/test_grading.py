@@ -142,6 +142,22 @@ def test_check_names_the_first_mismatch():
     assert not feedback.passed and "on input" in msg and "index" in msg and "expected" in msg
 
 
+def test_adam_without_bias_correction_is_told_its_steps_are_too_large():
+    """Chapter 5 measures it: without the correction Adam's first step is (1 - β1)/√(1 - β2) ≈ 3.2 times too long."""
+    q = next(q for q in QUESTIONS if q.id == "adam_step")
+    mistake = next(m for m in q.mistakes if m.name == "no bias correction")
+    cases = list(q.cases(torch.device("cpu")))
+    result = judge(q, cases, [mistake.fn(*c.args, **c.kwargs) for c in cases])
+    assert not result.passed and "no bias correction" in result.message
+    assert "too large" in result.message and "too small" not in result.message
+    first = cases[0]  # step 1 from zero moments, the default betas
+    assert first.args[4] == 1 and not first.kwargs
+    param = first.args[0]
+    wrong = mistake.fn(*first.args, **first.kwargs)[0] - param
+    right = q.reference(*first.args, **first.kwargs)[0] - param
+    torch.testing.assert_close(wrong, right * (1 - 0.9) / (1 - 0.999) ** 0.5, rtol=1e-4, atol=0)  # up to eps
+
+
 def test_check_unknown_question_lists_the_known_ones():
     with pytest.raises(KeyError, match="quadratic_gradient"):
         check("no_such_question")
