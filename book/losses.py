@@ -18,7 +18,7 @@ same gradients::
 | :func:`huber` | Gaussian centre, Laplace tails | :math:`\operatorname{clip}(\hat y - y, -\delta, \delta)` |
 | :func:`binary_cross_entropy_with_logits` | Bernoulli, :math:`p = \sigma(z)` | :math:`\sigma(z) - y` |
 | :func:`cross_entropy` | categorical, :math:`p = \operatorname{softmax}(z)` | :math:`\operatorname{softmax}(z) - y` |
-| :func:`hinge` | (no likelihood: a margin) | :math:`\pm 1/C` on the violated margins |
+| :func:`hinge` | (no likelihood: a margin) | :math:`1/C` per violated margin, :math:`-k/C` on the true class |
 | :func:`focal` | Bernoulli, re-weighted | see its docstring |
 
 (the gradients are per sample, before the ``1/N`` of ``reduction="mean"``).
@@ -275,6 +275,61 @@ def binary_cross_entropy_with_logits(
     return _reduce(loss, reduction)
 
 
+def _log_one_minus_pt(input: Tensor, target: Tensor) -> Tensor:
+    r""":math:`\log(1 - p_t) = \log\bigl(y\,\sigma(-z) + (1 - y)\,\sigma(z)\bigr)`, in log space (values only).
+
+    A log-sum-exp of :math:`\log y + \log\sigma(-z)` and :math:`\log(1 - y) + \log\sigma(z)`:
+    no cancellation in :math:`1 - p_t`, no underflow to :math:`\log 0` at logits of
+    :math:`\pm 10^4`, and :math:`\log 0 = -\infty` drops a term exactly at a hard target.
+    Its autograd gradient with respect to the target would be :math:`0 \cdot \infty` at
+    :math:`y \in \{0, 1\}`; :class:`_FocalModulation` supplies the exact one instead.
+    """
+    log_sig_pos = -_softplus_neg(input)  # log sigma(z)
+    log_sig_neg = -_softplus_neg(-input)  # log sigma(-z)
+    return torch.logaddexp(torch.log(target) + log_sig_neg, torch.log1p(-target) + log_sig_pos)
+
+
+class _FocalModulation(torch.autograd.Function):
+    r"""The focal factor :math:`(1 - p_t)^\gamma`, with :math:`1 - p_t = (1 - y)\,\sigma(z) + y\,\sigma(-z)`.
+
+    The value is :math:`e^{\gamma L}` with :math:`L = \log(1 - p_t)` from :func:`_log_one_minus_pt`.
+    The backward pass writes the two derivatives so that every exponent is at most 0 (for
+    :math:`\gamma \ge 1`) and nothing multiplies :math:`0` by :math:`\infty`:
+
+    .. math::
+        \frac{\partial (1 - p_t)^\gamma}{\partial z} = \gamma\,(1 - 2y)\,e^{\log\sigma(z) + \log\sigma(-z) + (\gamma - 1) L},
+        \qquad
+        \frac{\partial (1 - p_t)^\gamma}{\partial y} = \gamma\,\bigl(e^{\log\sigma(-z) + (\gamma - 1) L}
+        - e^{\log\sigma(z) + (\gamma - 1) L}\bigr),
+
+    from :math:`\partial(1 - p_t)/\partial z = (1 - 2y)\,\sigma(z)\,\sigma(-z)` and
+    :math:`\partial(1 - p_t)/\partial y = \sigma(-z) - \sigma(z)`: the target enters
+    :math:`1 - p_t` linearly, so its derivative is finite at :math:`y = 0` and :math:`y = 1`
+    (a target from a teacher network that requires grad gets a finite gradient, as with
+    ``F.binary_cross_entropy_with_logits``). The backward pass is built of differentiable
+    operations on the saved inputs, so gradients of gradients work too (away from hard targets).
+    """
+
+    @staticmethod
+    def forward(ctx, input: Tensor, target: Tensor, gamma: float) -> Tensor:
+        ctx.save_for_backward(input, target)
+        ctx.gamma = gamma
+        return torch.exp(gamma * _log_one_minus_pt(input, target))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        input, target = ctx.saved_tensors
+        gamma = ctx.gamma
+        log_sig_pos = -_softplus_neg(input)  # log sigma(z)
+        log_sig_neg = -_softplus_neg(-input)  # log sigma(-z)
+        power = (gamma - 1) * _log_one_minus_pt(input, target)  # log (1 - p_t)^(gamma - 1)
+        d_input = gamma * (1 - 2 * target) * torch.exp(log_sig_pos + log_sig_neg + power)
+        d_target = gamma * (torch.exp(log_sig_neg + power) - torch.exp(log_sig_pos + power))
+        grad_input = grad * d_input if ctx.needs_input_grad[0] else None
+        grad_target = grad * d_target if ctx.needs_input_grad[1] else None
+        return grad_input, grad_target, None
+
+
 def focal(
     input: Tensor, target: Tensor, alpha: float = 0.25, gamma: float = 2.0, reduction: str = "mean"
 ) -> Tensor:
@@ -285,12 +340,15 @@ def focal(
 
     .. math::
         \operatorname{FL}(z, y) = \alpha_t\,(1 - p_t)^\gamma\,\operatorname{CE}(z, y),
-        \qquad \operatorname{CE}(z, y) = -\log p_t .
+        \qquad \operatorname{CE}(z, y) = -y \log p - (1 - y)\log(1 - p)
+        = (1 - y)\,z + \log(1 + e^{-z}),
 
-    The factor :math:`(1 - p_t)^\gamma` shrinks the loss of well-classified examples
-    (:math:`p_t \to 1`) so that a flood of easy ones does not drown the rare hard ones;
-    :math:`\gamma = 0` gives the (:math:`\alpha`-weighted) cross-entropy. ``alpha < 0`` turns off
-    the :math:`\alpha_t` weighting. For hard labels the gradient is
+    where :math:`\operatorname{CE} = -\log p_t` for a hard label :math:`y \in \{0, 1\}` (for a soft
+    target it is the binary cross-entropy, as in torchvision). The factor :math:`(1 - p_t)^\gamma`
+    shrinks the loss of well-classified examples (:math:`p_t \to 1`) so that a flood of easy ones
+    does not drown the rare hard ones; :math:`\gamma = 0` gives the (:math:`\alpha`-weighted)
+    cross-entropy. ``alpha < 0`` turns off the :math:`\alpha_t` weighting. For hard labels the
+    gradient is
 
     .. math::
         \frac{\partial\,\operatorname{FL}}{\partial z}
@@ -300,7 +358,12 @@ def focal(
     formed in log space, :math:`(1 - p_t)^\gamma = \exp(\gamma \log(1 - p_t))`, so values and
     gradients stay finite (and accurate: no cancellation in :math:`1 - p_t`) for logits of
     :math:`\pm 10^4` and any :math:`\gamma \ge 0`; torchvision's ``1 - p_t`` is the same number
-    up to rounding.
+    up to rounding. The target enters :math:`1 - p_t`, :math:`\alpha_t` and CE linearly, and the
+    gradient with respect to a target that requires grad is finite at :math:`y = 0` and
+    :math:`y = 1` too (see :class:`_FocalModulation`). For :math:`0 < \gamma < 1` that target
+    gradient is itself unbounded where :math:`1 - p_t \to 0` (it grows like
+    :math:`(1 - p_t)^{\gamma - 1}`), so at a hard target with a logit of very large magnitude
+    (say :math:`10^4`) it overflows to infinity.
 
     Reference: Lin, Goyal, Girshick, He and Dollár, "Focal Loss for Dense Object Detection",
     ICCV 2017, arXiv:1708.02002.
@@ -327,14 +390,10 @@ def focal(
     if alpha > 1:
         raise ValueError(f"alpha must be in [0, 1] (or negative to turn it off), got {alpha}")
     gamma = _check_finite_number(gamma, "gamma", minimum=0.0)
-    ce = (1 - target) * input + _softplus_neg(input)  # -log p_t, stable BCE
+    ce = (1 - target) * input + _softplus_neg(input)  # binary cross-entropy, linear in the target
     loss = ce
     if gamma != 0:
-        log_sig_pos = -_softplus_neg(input)  # log sigma(z)
-        log_sig_neg = -_softplus_neg(-input)  # log sigma(-z)
-        # log(1 - p_t) = log(y sigma(-z) + (1 - y) sigma(z)); log 0 = -inf drops a term exactly
-        log_1m_pt = torch.logaddexp(torch.log(target) + log_sig_neg, torch.log1p(-target) + log_sig_pos)
-        loss = torch.exp(gamma * log_1m_pt) * ce
+        loss = _FocalModulation.apply(input, target, gamma) * ce  # (1 - p_t)^gamma * CE
     if alpha >= 0:
         loss = (alpha * target + (1 - alpha) * (1 - target)) * loss
     return _reduce(loss, reduction)
@@ -501,9 +560,16 @@ def hinge(
     Every wrong class whose score is within the margin :math:`\Delta` of the true class's adds a
     linear penalty; once all of them are beaten by :math:`\Delta` the loss **and its gradient
     are exactly zero**, so correctly classified examples with a margin stop influencing
-    training (the support-vector idea; Weston and Watkins 1999 sum over classes as here,
-    Crammer and Singer 2001 take the maximum). The hinge is not a negative log-likelihood:
-    it gives scores, not probabilities.
+    training (the support-vector idea). The hinge is not a negative log-likelihood: it gives
+    scores, not probabilities.
+
+    Note:
+        Which multi-class hinge: this sum over the wrong classes is the loss of Weston and
+        Watkins (1999), divided by :math:`C` as PyTorch does. Crammer and Singer (2001) charge
+        only the largest violation, :math:`\max\bigl(0,\; \Delta - z_y + \max_{j \ne y} z_j\bigr)`,
+        which ``F.multi_margin_loss`` does not compute. With two classes, scores
+        :math:`(z, 0)` and :math:`y = 0`, :math:`C\,\ell = \max(0, \Delta - z)` is the binary
+        hinge of support vector machines (Cortes and Vapnik, 1995).
 
     Args:
         input: scores, ``(N, C)``, floating point.

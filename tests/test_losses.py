@@ -184,6 +184,74 @@ def test_focal_soft_targets_match_torchvision_formula(device):
     torch.testing.assert_close(L.focal(z, y, reduction="none"), ref, rtol=1e-10, atol=1e-12)
 
 
+def focal_torchvision_formula(z, y, alpha, gamma):
+    """torchvision.ops.sigmoid_focal_loss written out: BCE * (1 - p_t)^gamma * alpha_t, p_t = p y + (1 - p)(1 - y)."""
+    p = torch.sigmoid(z)
+    ce = -(y * torch.log(p) + (1 - y) * torch.log(1 - p))
+    p_t = p * y + (1 - p) * (1 - y)
+    loss = ce * (1 - p_t) ** gamma
+    return (alpha * y + (1 - alpha) * (1 - y)) * loss if alpha >= 0 else loss
+
+
+FOCAL_TARGET_CASES = [(0.25, 2.0), (-1.0, 2.0), (0.5, 0.5), (0.75, 1.0), (0.25, 5.0), (0.25, 0.0)]
+
+
+@pytest.mark.parametrize("alpha,gamma", FOCAL_TARGET_CASES)
+def test_focal_gradient_with_respect_to_the_target(alpha, gamma, device):
+    """A target that requires grad (a teacher's probabilities) gets the plain formula's gradient, also at 0 and 1."""
+    dtype = torch.float64
+    zs = torch.tensor([-6.0, -2.0, -0.3, 0.0, 0.4, 1.5, 6.0], dtype=dtype)
+    ys = torch.tensor([0.0, 0.2, 0.5, 0.9, 1.0], dtype=dtype)
+    z, y = (t.reshape(-1).to(device) for t in torch.meshgrid(zs, ys, indexing="ij"))
+    ours = value_and_grad(lambda t, x: L.focal(x, t, alpha=alpha, gamma=gamma, reduction="none"), y, z)
+    # autograd through the straightforward float64 expression: it is linear in y inside every log
+    # and power, so its gradient is finite at y = 0 and 1 for these moderate logits
+    plain = value_and_grad(lambda t, x: focal_torchvision_formula(x, t, alpha, gamma), y, z)
+    assert_same(ours, plain, dtype)
+    # the same at 0 and 1 in closed form: d/dy [alpha_t M CE] with M = (1 - p_t)^gamma,
+    # d alpha_t/dy = 2 alpha - 1, dM/dy = gamma (1 - p_t)^(gamma - 1) (sigma(-z) - sigma(z)), dCE/dy = -z
+    hard = (y == 0) | (y == 1)
+    zh, yh = z[hard], y[hard]
+    p = torch.sigmoid(zh)
+    one_m_pt = yh * (1 - p) + (1 - yh) * p
+    ce = F.binary_cross_entropy_with_logits(zh, yh, reduction="none")
+    M, dM = one_m_pt**gamma, gamma * one_m_pt ** (gamma - 1) * ((1 - p) - p)
+    a_t, da = (alpha * yh + (1 - alpha) * (1 - yh), 2 * alpha - 1) if alpha >= 0 else (1.0, 0.0)
+    closed = da * M * ce + a_t * dM * ce + a_t * M * -zh
+    w = torch.linspace(0.5, 1.5, len(z), dtype=dtype, device=device)  # value_and_grad's weights
+    torch.testing.assert_close(ours[1][hard] / w[hard], closed, rtol=1e-10, atol=1e-12)
+    # and one-sided finite differences (second order) at 0 and 1, from inside [0, 1]
+    h = 1e-6
+    f = lambda t: L.focal(zh, t, alpha=alpha, gamma=gamma, reduction="none")  # noqa: E731
+    s = torch.where(yh == 0, 1.0, -1.0).to(dtype)  # step into the interval
+    fd = s * (-3 * f(yh) + 4 * f(yh + s * h) - f(yh + 2 * s * h)) / (2 * h)
+    torch.testing.assert_close(fd, closed, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("gamma", [0.5, 1.0, 2.0, 5.0])
+def test_focal_gradient_with_respect_to_hard_targets_is_finite(gamma, device, dtype):
+    """The old log-space form gave NaN here (log 0 times 0); torch's BCE with logits is finite, and so is this."""
+    big = [1e4, -1e4] if gamma >= 1 else []  # gamma < 1: d(1 - p_t)^gamma / dy overflows there, truly
+    z = torch.tensor([-20.0, -3.0, 0.0, 3.0, 20.0] + big, dtype=dtype, device=device).repeat(2)
+    y = torch.cat([torch.zeros(len(z) // 2), torch.ones(len(z) // 2)]).to(device, dtype)
+    y.requires_grad_(True)
+    z.requires_grad_(True)
+    L.focal(z, y, gamma=gamma).backward()
+    assert torch.isfinite(y.grad).all() and torch.isfinite(z.grad).all()
+    y2 = y.detach().clone().requires_grad_(True)
+    F.binary_cross_entropy_with_logits(z.detach(), y2).backward()
+    assert torch.isfinite(y2.grad).all()  # the reference behaviour
+
+
+@pytest.mark.parametrize("gamma", [0.5, 2.0])
+def test_focal_passes_gradcheck_in_input_and_target(gamma):
+    """The hand-written backward of (1 - p_t)^gamma, and its own gradient, by finite differences (soft targets)."""
+    z = rand(8, device="cpu", dtype=torch.float64, seed=20, scale=2.0).requires_grad_(True)
+    y = (0.1 + 0.8 * torch.rand(8, generator=gen(21), dtype=torch.float64)).requires_grad_(True)
+    fn = lambda a, b: L.focal(a, b, alpha=0.25, gamma=gamma, reduction="none")  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (z, y))
+    assert torch.autograd.gradgradcheck(fn, (z, y))
+
 def test_log_softmax_equals_torch(device, dtype):
     x = rand(4, 7, device=device, dtype=dtype, seed=18, scale=50.0)
     assert_same(value_and_grad(L.log_softmax, x, dim=1), value_and_grad(torch.log_softmax, x, dim=1), dtype)
