@@ -13,7 +13,7 @@ JB     := $(VENV)/bin/jupyter-book
 help:
 	@echo "make book    build the HTML book into _build/html (executes chapters, cached)"
 	@echo "make test    run the whole test suite (kernels, notebooks, book build)"
-	@echo "make claims  run every chapter under 5 other seeds and 1 thread (CHAPTERS=06,08 for some; JOBS=2)"
+	@echo "make claims  run every chapter under 5 other seeds, 1 and 2 threads (CHAPTERS=06,08 for some; JOBS=2)"
 	@echo "make lab     open JupyterLab on the repository"
 	@echo "make exercises  regenerate exercises/ from solutions/"
 	@echo "make grade NB=path  grade notebooks (files or folders) from the shell"
@@ -38,7 +38,7 @@ book: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
-# The perturbation harness: every chapter under seed offsets 1-5 and offset 0 with one thread.
+# The perturbation harness: every chapter under seed offsets 1-5, and offset 0 with one and two threads.
 claims: $(STAMP)
 	$(PY) -m book._claims $(if $(CHAPTERS),--chapters $(CHAPTERS)) $(if $(RUNS),--runs $(RUNS)) $(if $(JOBS),--jobs $(JOBS))
 

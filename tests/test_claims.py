@@ -13,7 +13,7 @@ def test_runs_are_parsed_and_described():
     assert _claims.parse_run("s3") == (3, None)
     assert _claims.parse_run("s0t1") == (0, 1)
     assert _claims.describe_run("s0t1") == "seed +0, 1 thr"
-    assert set(_claims.DEFAULT_RUNS) == {"s1", "s2", "s3", "s4", "s5", "s0t1"}
+    assert set(_claims.DEFAULT_RUNS) == {"s1", "s2", "s3", "s4", "s5", "s0t1", "s0t2"}
     for bad in ("3", "s", "s1t0", "t1", "seed1"):
         with pytest.raises(ValueError, match="s<offset>|thread count"):
             _claims.parse_run(bad)
