@@ -39,6 +39,8 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor
 
+from book.checks import integer as _integer
+
 __all__ = [
     "Split",
     "Dataset",
@@ -147,14 +149,6 @@ class Dataset:
 # Validation and splitting
 
 
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
 def _check_nonneg(value, name: str) -> float:
     value = float(value)
     if not value >= 0.0 or math.isinf(value):
@@ -251,7 +245,7 @@ def linear_regression(
         >>> X.shape, y.shape, ds.meta["weights"].shape
         (torch.Size([350, 5]), torch.Size([350, 1]), torch.Size([5]))
     """
-    n, dim = _check_int(n, "n", 2), _check_int(dim, "dim", 1)
+    n, dim = _integer(n, "n", 2), _integer(dim, "dim", 1)
     if n <= dim:
         raise ValueError(f"n must be larger than dim to whiten the features, got n = {n}, dim = {dim}")
     noise = _check_nonneg(noise, "noise")
@@ -321,7 +315,7 @@ def two_class(
         >>> round(ds.meta["bayes_accuracy"], 4)
         0.9772
     """
-    n, dim = _check_int(n, "n", 2), _check_int(dim, "dim", 1)
+    n, dim = _integer(n, "n", 2), _integer(dim, "dim", 1)
     s = _check_nonneg(separation, "separation")
     _split_sizes(n, split)
     gen = torch.Generator().manual_seed(seed)
@@ -362,7 +356,7 @@ def two_moons(
         >>> two_moons(n=300).train.X.shape
         torch.Size([210, 2])
     """
-    n = _check_int(n, "n", 2)
+    n = _integer(n, "n", 2)
     noise = _check_nonneg(noise, "noise")
     _split_sizes(n, split)
     gen = torch.Generator().manual_seed(seed)
@@ -403,8 +397,8 @@ def spirals(
         >>> spirals(n=300, num_classes=3).num_classes
         3
     """
-    n = _check_int(n, "n", 2)
-    num_classes = _check_int(num_classes, "num_classes", 2)
+    n = _integer(n, "n", 2)
+    num_classes = _integer(num_classes, "num_classes", 2)
     turns = float(turns)
     if not turns > 0 or math.isinf(turns):
         raise ValueError(f"turns must be a finite number > 0, got {turns}")
@@ -539,7 +533,7 @@ def minibatches(
         raise TypeError(f"X and y must be tensors, got {type(X).__name__} and {type(y).__name__}")
     if len(X) != len(y):
         raise ValueError(f"X and y must have the same number of samples, got {len(X)} and {len(y)}")
-    batch_size = _check_int(batch_size, "batch_size", 1)
+    batch_size = _integer(batch_size, "batch_size", 1)
     n = len(X)
     if shuffle:
         perm_device = generator.device if generator is not None else torch.device("cpu")

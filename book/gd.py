@@ -35,6 +35,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from book.checks import integer
+
 __all__ = [
     "gradient_descent",
     "momentum_descent",
@@ -70,11 +72,7 @@ def _check_x0(x0) -> Tensor:
 
 
 def _check_steps(steps) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int):
-        raise TypeError(f"steps must be an int, got {type(steps).__name__}")
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    return steps
+    return integer(steps, "steps", 0)
 
 
 def _check_lr(lr, name: str = "lr") -> float:

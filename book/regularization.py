@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from book.checks import integer as _integer
+
 __all__ = [
     "l1_penalty",
     "l2_penalty",
@@ -67,14 +69,6 @@ def _check_real(value, name: str, low: float | None = None, high: float | None =
     if high is not None and value > high:
         raise ValueError(f"{name} must be <= {high:g}, got {value:g}")
     return value
-
-
-def _check_int(value, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r} of type {type(value).__name__}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return int(value)
 
 
 def _check_float_tensor(x, name: str = "x") -> Tensor:
@@ -392,7 +386,7 @@ class EarlyStopping:
         monitor: str = "val_loss",
         restore_best_weights: bool = False,
     ):
-        self.patience = _check_int(patience, "patience", 1)
+        self.patience = _integer(patience, "patience", 1)
         self.min_delta = _check_real(min_delta, "min_delta", low=0.0)
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
@@ -529,7 +523,7 @@ def random_shift(x: Tensor, max_shift: int = 1, generator: torch.Generator | Non
         networks applied to visual document analysis", ICDAR 2003.
     """
     images, shape = _as_images(x)
-    max_shift = _check_int(max_shift, "max_shift", 0)
+    max_shift = _integer(max_shift, "max_shift", 0)
     _check_generator(generator)
     n, h, w = images.shape
     if max_shift >= min(h, w):
@@ -659,7 +653,7 @@ def augment(
         True
     """
     _as_images(x)  # validates the shape early
-    _check_int(max_shift, "max_shift", 0)
+    _integer(max_shift, "max_shift", 0)
     _check_real(max_degrees, "max_degrees", low=0.0, high=180.0)
     _check_real(noise_std, "noise_std", low=0.0)
     out = x
@@ -693,7 +687,7 @@ class Augment(torch.nn.Module):
     def __init__(self, max_shift: int = 1, max_degrees: float = 10.0, noise_std: float = 0.0,
                  generator: torch.Generator | None = None):
         super().__init__()
-        _check_int(max_shift, "max_shift", 0)
+        _integer(max_shift, "max_shift", 0)
         _check_real(max_degrees, "max_degrees", low=0.0, high=180.0)
         _check_real(noise_std, "noise_std", low=0.0)
         _check_generator(generator)

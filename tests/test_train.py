@@ -16,7 +16,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from book.data import Split, digits, linear_regression, minibatches, two_class  # noqa: E402
 from book.optim import SGD  # noqa: E402
-from book.train import DivergenceError, History, accuracy, evaluate, fit  # noqa: E402
+from book.train import DivergenceError, History, accuracy, evaluate, fit, lr_range_test  # noqa: E402
 
 
 def small_classification(device, n=103, seed=0):
@@ -294,3 +294,69 @@ def test_model_and_data_on_different_devices():
     with pytest.raises(ValueError, match="the model is on cuda"):
         fit(model, SGD(model.parameters()), F.cross_entropy, small_classification(torch.device("cpu")), 1, 10,
             progress=False)
+
+
+# The LR range test (a training procedure: it lives beside fit)
+
+
+def least_squares(device, n=256, seed=0):
+    """y = X w + noise with feature scales 0.5 .. 3 (float64), and the curvature L of the mean squared error."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, 5, generator=g, dtype=torch.float64) * torch.tensor([3.0, 2.0, 1.0, 0.7, 0.5], dtype=torch.float64)
+    y = X @ torch.randn(5, 1, generator=g, dtype=torch.float64) + 0.1 * torch.randn(n, 1, generator=g, dtype=torch.float64)
+    Xa = torch.cat([X, torch.ones(n, 1, dtype=torch.float64)], 1)  # the bias is a weight on a constant feature
+    curvature = float(torch.linalg.eigvalsh(2 * Xa.T @ Xa / n).max())  # Hessian of mean((Xa w - y)^2)
+    return Split(X, y).to(device), curvature
+
+
+def test_lr_range_test_on_least_squares(device):
+    data, curvature = least_squares(device)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(5, 1).to(device=device, dtype=torch.float64)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    res = lr_range_test(model, F.mse_loss, data, lambda p: torch.optim.SGD(p, lr=1.0), start_lr=1e-4, end_lr=10.0,
+                          steps=100, batch_size=None)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # restored bit for bit
+    assert res.diverged and len(res.lrs) < 100  # the sweep past 2/L blows up and stops early
+    assert res.lrs[-1] > 2 / curvature  # ... only after it crossed the stable limit
+    # the suggestion is stable (below 2/L) and within a factor 10 of 1/L, the best rate for the top curvature
+    # (measured on the CPU: 1/L = 0.060, 2/L = 0.120, suggestion 0.077, minimum of the smoothed loss 0.77)
+    assert res.suggested_lr < 2 / curvature
+    assert 0.1 / curvature < res.suggested_lr < 10 / curvature
+    assert res.min_loss_lr == pytest.approx(10 * res.suggested_lr)
+    assert res.steepest_lr < res.min_loss_lr
+    assert len(res.lrs) == len(res.losses) == len(res.raw_losses)
+    ratio = (10 / 1e-4) ** (1 / 99)
+    assert res.lrs[1] / res.lrs[0] == pytest.approx(ratio)  # an exponential sweep
+    # bias-corrected smoothing: the first smoothed value is the first loss itself
+    assert res.losses[0] == pytest.approx(res.raw_losses[0])
+    ax = res.plot()
+    assert ax.get_xscale() == "log"
+    plt.close("all")
+
+
+def test_lr_range_test_keeps_mode_and_leaves_no_state(device):
+    data, _ = least_squares(device, n=64)
+    model = torch.nn.Linear(5, 1).to(device=device, dtype=torch.float64).eval()
+    res = lr_range_test(model, F.mse_loss, data, lambda p: torch.optim.SGD(p, lr=1.0, momentum=0.9),
+                          start_lr=1e-3, end_lr=1e-2, steps=20, batch_size=16, generator=torch.Generator().manual_seed(0))
+    assert not model.training and not res.diverged and len(res.lrs) == 20  # 20 steps cycle through 4 batches 5 times
+
+
+def test_lr_range_test_argument_errors(device):
+    data, _ = least_squares(device, n=32)
+    model = torch.nn.Linear(5, 1).to(device=device, dtype=torch.float64)
+    factory = lambda p: torch.optim.SGD(p, lr=1.0)  # noqa: E731
+    with pytest.raises(ValueError, match="end_lr must be > start_lr"):
+        lr_range_test(model, F.mse_loss, data, factory, start_lr=1.0, end_lr=0.1)
+    with pytest.raises(ValueError, match="steps must be >= 2, got 1"):
+        lr_range_test(model, F.mse_loss, data, factory, steps=1)
+    with pytest.raises(ValueError, match=r"smoothing must be in \(0, 1\], got 0.0"):
+        lr_range_test(model, F.mse_loss, data, factory, smoothing=0.0)
+    with pytest.raises(ValueError, match="diverge_factor must be > 1, got 1.0"):
+        lr_range_test(model, F.mse_loss, data, factory, diverge_factor=1.0)
+    with pytest.raises(TypeError, match="data must be"):
+        lr_range_test(model, F.mse_loss, data.X, factory)
+    with pytest.raises(TypeError, match="must return a torch.optim.Optimizer"):
+        lr_range_test(model, F.mse_loss, data, lambda p: None)
