@@ -48,6 +48,7 @@ __all__ = ["fit", "evaluate", "accuracy", "History", "DivergenceError", "LRRange
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Callback = Callable[[int, "History", torch.nn.Module], "bool | None"]
+StepCallback = Callable[[int, torch.nn.Module, float], None]
 
 
 class DivergenceError(FloatingPointError):
@@ -271,6 +272,8 @@ def fit(
     callbacks: Iterable[Callback] | Callback = (),
     progress: bool = True,
     generator: torch.Generator | None = None,
+    step_callbacks: Iterable[StepCallback] | StepCallback = (),
+    closure: bool = False,
 ) -> History:
     r"""Train ``model`` with minibatch ``optimizer`` steps on ``loss_fn`` for ``epochs`` epochs.
 
@@ -278,9 +281,11 @@ def fit(
     (:func:`book.data.minibatches`, sampling without replacement; the last batch may be
     smaller). Each step does, in this order: ``optimizer.zero_grad()``, the forward pass,
     ``loss = loss_fn(model(Xb), yb)``, a check that the loss is finite,
-    ``loss.backward()``, ``optimizer.step()``, then ``scheduler.step()``. After each epoch
-    the model is evaluated on ``val`` (eval mode, no gradients), the epoch is recorded,
-    and the callbacks are called.
+    ``loss.backward()``, the ``step_callbacks``, ``optimizer.step()`` (or
+    ``optimizer.step(closure)``), then ``scheduler.step()``. After each epoch the model is
+    evaluated on ``val`` (eval mode, no gradients; an optimizer with ``train()``/``eval()``
+    methods, such as a schedule-free one, is switched to ``eval()`` around it), the epoch is
+    recorded, and the callbacks are called.
 
     Args:
         model: the network, already on the data's device.
@@ -303,6 +308,14 @@ def fit(
             callback that returns ``True`` stops training after this epoch (every callback
             is still called for it) and sets ``history.stopped_early``; returning
             ``None`` or ``False`` continues. This is the protocol early stopping uses.
+        step_callbacks: functions ``hook(step, model, loss)`` called at every step after
+            ``loss.backward()`` and before ``optimizer.step()`` (``step`` counts from 1 over the
+            whole run, ``loss`` is the step's loss as a float): gradient monitors, gradient
+            clipping. Their return values are ignored.
+        closure: call ``optimizer.step(closure)``, where ``closure()`` zeroes the gradients,
+            recomputes the batch's loss, back-propagates it and returns it, for optimizers
+            that evaluate the loss more than once per step (L-BFGS, SAM). The loss recorded is
+            the first evaluation's, made by ``fit`` itself.
         progress: show a ``tqdm`` progress bar over the epochs (on stderr, or as a widget
             in a notebook); ``False`` prints nothing.
         generator: a ``torch.Generator`` for the order of the samples; with a seeded
@@ -327,19 +340,70 @@ def fit(
         >>> h["train_loss"][-1] < 1e-3
         True
     """
+    train, val, epochs, batch_size = _check_data(model, train, val, epochs, batch_size)
+    callbacks, step_callbacks = _as_list(callbacks, "callbacks"), _as_list(step_callbacks, "step_callbacks")
+    schedule_fn = _check_scheduler(scheduler)
+    from tqdm.auto import tqdm
+
+    history = History()
+    bar = tqdm(total=epochs, desc="fit", unit="epoch", disable=not progress, leave=True)
+    try:
+        for epoch in range(1, epochs + 1):
+            _set_mode(model, optimizer, training=True)
+            start, totals = time.perf_counter(), [0.0, 0, 0]  # loss sum, correct, samples
+            for k, (Xb, yb) in enumerate(minibatches(*train, batch_size, generator=generator), start=1):
+                t = len(history.steps)  # steps taken so far
+                if schedule_fn is not None:
+                    for group in optimizer.param_groups:
+                        group["lr"] = float(schedule_fn(t))
+                value, out = _train_step(model, optimizer, loss_fn, Xb, yb, step_callbacks, closure,
+                                         where=(epoch, k, t + 1))
+                if scheduler is not None and schedule_fn is None:
+                    scheduler.step()
+                history.steps.append(value)
+                _accumulate(totals, value, out, yb, _is_classification(train.y))
+            record = _epoch_record(history, epoch, totals, time.perf_counter() - start, optimizer,
+                                   _validate(model, optimizer, loss_fn, val), _is_classification(train.y))
+            history.epochs.append(record)
+            bar.set_postfix(_postfix(record), refresh=False)
+            bar.update(1)
+            if any([bool(cb(epoch, history, model)) for cb in callbacks]):  # every callback sees every epoch
+                history.stopped_early = True
+                break
+    finally:
+        bar.close()
+    return history
+
+
+# The pieces of fit, in the order a step and an epoch use them.
+
+
+def _check_data(model, train, val, epochs, batch_size) -> tuple[Split, Split | None, int, int]:
     train = _as_split(train, "train")
     val = _as_split(val, "val") if val is not None else None
     epochs = integer(epochs, "epochs", 1)
     batch_size = len(train) if batch_size is None else integer(batch_size, "batch_size", 1)
     if len(train) == 0:
         raise ValueError("train is empty")
-    callbacks = [callbacks] if callable(callbacks) else list(callbacks)
     params = list(model.parameters())
     if params and params[0].device != train.X.device:
         raise ValueError(
             f"the model is on {params[0].device} but the training data are on {train.X.device}: "
             f"move one of them, e.g. train.to({str(params[0].device)!r})"
         )
+    return train, val, epochs, batch_size
+
+
+def _as_list(functions, name: str) -> list:
+    functions = [functions] if callable(functions) else list(functions)
+    for f in functions:
+        if not callable(f):
+            raise TypeError(f"{name} must be functions (or one function), got {type(f).__name__}")
+    return functions
+
+
+def _check_scheduler(scheduler):
+    """The schedule function ``t -> lr`` if ``scheduler`` is one, else ``None``; rejects plateau schedulers."""
     if scheduler is not None and not (hasattr(scheduler, "step") or callable(scheduler)):
         raise TypeError(f"scheduler must have a step() method or be a function step -> lr, got {type(scheduler).__name__}")
     if _needs_a_metric(scheduler):
@@ -351,70 +415,70 @@ def fit(
             f"scheduler={type(scheduler).__name__}(...) needs a metric (it cuts the learning rate when the "
             f"validation loss stalls), but fit steps its scheduler after every minibatch without one.{hint}"
         )
-    schedule_fn = scheduler if scheduler is not None and not hasattr(scheduler, "step") else None
+    return scheduler if scheduler is not None and not hasattr(scheduler, "step") else None
 
-    from tqdm.auto import tqdm
 
-    X, y = train
-    classification = _is_classification(y)
-    history = History()
-    global_step, elapsed = 0, 0.0
-    bar = tqdm(total=epochs, desc="fit", unit="epoch", disable=not progress, leave=True)
+def _set_mode(model, optimizer, training: bool) -> None:
+    """Train or eval mode for the model, and for an optimizer that has modes (schedule-free)."""
+    model.train(training)
+    switch = getattr(optimizer, "train" if training else "eval", None)
+    if callable(switch):
+        switch()
+
+
+def _train_step(model, optimizer, loss_fn, Xb, yb, step_callbacks, closure: bool, where) -> tuple[float, Tensor]:
+    """One step: gradients of the batch loss, the hooks, the update. Returns (loss, output)."""
+    optimizer.zero_grad()
+    out = model(Xb)
+    loss = loss_fn(out, yb)
+    value = loss.detach().item()
+    if not math.isfinite(value):
+        raise DivergenceError(*where, value, _lr(optimizer))
+    loss.backward()
+    for hook in step_callbacks:
+        hook(where[2], model, value)
+
+    def reevaluate():  # for optimizers that need the loss again (L-BFGS, SAM)
+        optimizer.zero_grad()
+        again = loss_fn(model(Xb), yb)
+        again.backward()
+        return again
+
+    optimizer.step(reevaluate) if closure else optimizer.step()
+    return value, out.detach()
+
+
+def _accumulate(totals: list, value: float, out: Tensor, yb: Tensor, classification: bool) -> None:
+    totals[0] += value * len(yb)
+    totals[1] += _correct(out, yb) if classification else 0
+    totals[2] += len(yb)
+
+
+def _validate(model, optimizer, loss_fn, val) -> tuple[float | None, float | None]:
+    if val is None:
+        return None, None
+    _set_mode(model, optimizer, training=False)
     try:
-        for epoch in range(1, epochs + 1):
-            model.train()
-            loss_sum, correct, seen = 0.0, 0, 0
-            start = time.perf_counter()
-            for k, (Xb, yb) in enumerate(minibatches(X, y, batch_size, generator=generator), start=1):
-                if schedule_fn is not None:
-                    for group in optimizer.param_groups:
-                        group["lr"] = float(schedule_fn(global_step))
-                optimizer.zero_grad()
-                out = model(Xb)
-                loss = loss_fn(out, yb)
-                value = loss.detach().item()
-                if not math.isfinite(value):
-                    raise DivergenceError(epoch, k, global_step + 1, value, _lr(optimizer))
-                loss.backward()
-                optimizer.step()
-                if scheduler is not None and schedule_fn is None:
-                    scheduler.step()
-                global_step += 1
-                history.steps.append(value)
-                loss_sum += value * len(yb)
-                seen += len(yb)
-                if classification:
-                    correct += _correct(out.detach(), yb)
-            epoch_time = time.perf_counter() - start
-            elapsed += epoch_time
-            val_loss, val_acc = evaluate(model, loss_fn, val) if val is not None else (None, None)
-            history.epochs.append(
-                dict(
-                    epoch=epoch,
-                    step=global_step,
-                    train_loss=loss_sum / seen,
-                    train_acc=correct / seen if classification else None,
-                    val_loss=val_loss,
-                    val_acc=val_acc,
-                    lr=_lr(optimizer),
-                    time=epoch_time,
-                    elapsed=elapsed,
-                )
-            )
-            postfix = {"loss": f"{loss_sum / seen:.4g}"}
-            if val_acc is not None:
-                postfix["val_acc"] = f"{val_acc:.3f}"
-            elif val_loss is not None:
-                postfix["val_loss"] = f"{val_loss:.4g}"
-            bar.set_postfix(postfix, refresh=False)
-            bar.update(1)
-            stops = [bool(cb(epoch, history, model)) for cb in callbacks]  # every callback sees every epoch
-            if any(stops):
-                history.stopped_early = True
-                break
+        return evaluate(model, loss_fn, val)
     finally:
-        bar.close()
-    return history
+        _set_mode(model, optimizer, training=True)
+
+
+def _epoch_record(history, epoch, totals, seconds, optimizer, validation, classification) -> dict:
+    loss_sum, correct, seen = totals
+    elapsed = (history.epochs[-1]["elapsed"] if history.epochs else 0.0) + seconds
+    return dict(epoch=epoch, step=len(history.steps), train_loss=loss_sum / seen,
+                train_acc=correct / seen if classification else None, val_loss=validation[0],
+                val_acc=validation[1], lr=_lr(optimizer), time=seconds, elapsed=elapsed)
+
+
+def _postfix(record: dict) -> dict:
+    postfix = {"loss": f"{record['train_loss']:.4g}"}
+    if record["val_acc"] is not None:
+        postfix["val_acc"] = f"{record['val_acc']:.3f}"
+    elif record["val_loss"] is not None:
+        postfix["val_loss"] = f"{record['val_loss']:.4g}"
+    return postfix
 
 
 # ---------------------------------------------------------------------------

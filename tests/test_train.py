@@ -360,3 +360,106 @@ def test_lr_range_test_argument_errors(device):
         lr_range_test(model, F.mse_loss, data.X, factory)
     with pytest.raises(TypeError, match="must return a torch.optim.Optimizer"):
         lr_range_test(model, F.mse_loss, data, lambda p: None)
+
+
+# The hooks fit gives the coming chapters: per-step callbacks, closures, optimizer modes
+
+
+def _linear_problem(device):
+    ds = linear_regression(n=200, dim=4, noise=0.1, device=device, dtype=torch.float64)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1).to(device, torch.float64)
+    return ds, model
+
+
+def test_step_callbacks_run_between_backward_and_step_and_can_clip(device):
+    """Clipping in a step callback gives the parameters of the loop by hand that clips."""
+    ds, model = _linear_problem(device)
+    start = [p.detach().clone() for p in model.parameters()]
+    seen = []
+
+    def clip(step, m, loss):
+        assert all(p.grad is not None for p in m.parameters())  # after backward ...
+        seen.append((step, loss))
+        torch.nn.utils.clip_grad_norm_(m.parameters(), 0.05)  # ... and before the update
+
+    opt = SGD(model.parameters(), lr=0.5)
+    h = fit(model, opt, F.mse_loss, ds.train, epochs=2, batch_size=50, progress=False,
+            generator=torch.Generator().manual_seed(3), step_callbacks=clip)
+    assert [s for s, _ in seen] == list(range(1, len(h.steps) + 1)) and [v for _, v in seen] == h.steps
+
+    by_hand = torch.nn.Linear(4, 1).to(device, torch.float64)
+    with torch.no_grad():
+        for p, p0 in zip(by_hand.parameters(), start):
+            p.copy_(p0)
+    opt = SGD(by_hand.parameters(), lr=0.5)
+    g = torch.Generator().manual_seed(3)
+    for _ in range(2):
+        for Xb, yb in minibatches(*ds.train, batch_size=50, generator=g):
+            opt.zero_grad()
+            F.mse_loss(by_hand(Xb), yb).backward()
+            torch.nn.utils.clip_grad_norm_(by_hand.parameters(), 0.05)
+            opt.step()
+    for a, b in zip(model.parameters(), by_hand.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    with pytest.raises(TypeError, match="step_callbacks must be functions"):
+        fit(model, opt, F.mse_loss, ds.train, epochs=1, progress=False, step_callbacks=[3])
+
+
+def test_closure_drives_lbfgs_like_the_loop_by_hand(device):
+    ds, model = _linear_problem(device)
+    start = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=5)
+    h = fit(model, opt, F.mse_loss, ds.train, epochs=3, batch_size=None, progress=False, closure=True)
+
+    by_hand = torch.nn.Linear(4, 1).to(device, torch.float64)
+    with torch.no_grad():
+        for p, p0 in zip(by_hand.parameters(), start):
+            p.copy_(p0)
+    opt = torch.optim.LBFGS(by_hand.parameters(), lr=1.0, max_iter=5)
+    X, y = ds.train
+
+    def closure():
+        opt.zero_grad()
+        loss = F.mse_loss(by_hand(X), y)
+        loss.backward()
+        return loss
+
+    for _ in range(3):
+        opt.step(closure)
+    for a, b in zip(model.parameters(), by_hand.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    assert h["train_loss"][-1] < 0.1 * h["train_loss"][0]
+    with pytest.raises(TypeError):  # without the closure, L-BFGS cannot step
+        fit(model, opt, F.mse_loss, ds.train, epochs=1, progress=False)
+
+
+def test_an_optimizer_with_modes_is_in_eval_mode_while_validating(device):
+    ds, model = _linear_problem(device)
+    calls = []
+
+    class ModalSGD(SGD):  # stands in for a schedule-free optimizer
+        def train(self):
+            calls.append("train")
+
+        def eval(self):
+            calls.append("eval")
+
+    def check_mode(epoch, history, m):
+        calls.append("callback")
+
+    fit(model, ModalSGD(model.parameters(), lr=0.1), F.mse_loss, ds.train, epochs=2, batch_size=50,
+        val=ds.val, progress=False, callbacks=check_mode)
+    assert calls == ["train", "eval", "train", "callback"] * 2
+
+
+def test_fit_reads_on_one_screen():
+    """Its body (docstring aside) is at most 60 lines: the rest lives in small named pieces."""
+    import ast
+    import inspect
+
+    import book.train
+
+    node = ast.parse(inspect.getsource(book.train.fit)).body[0]
+    body = node.body[1:]  # after the docstring
+    assert body[-1].end_lineno - body[0].lineno + 1 <= 60
