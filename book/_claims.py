@@ -27,6 +27,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -244,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chapters", default=os.environ.get("CHAPTERS") or None,
                         help="comma-separated chapter numbers or slugs (default: all)")
     parser.add_argument("--runs", default=None, help=f"comma-separated runs (default: {','.join(DEFAULT_RUNS)})")
-    parser.add_argument("--jobs", type=int, default=1, help="chapters executed at once (default 1)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="chapters executed at once (default 1); never more threads than cores in all")
     parser.add_argument("--timeout", type=int, default=300, help="seconds per cell (default 300)")
     parser.add_argument("--json", default=str(ROOT / "_build" / "claims.json"), help="where to write the results")
     args = parser.parse_args(argv)
@@ -259,9 +261,25 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {}
     done = 0
 
+    cores = os.cpu_count() or 1
+    budget = threading.Condition()
+    free = [cores]
+
     def work(job):
+        # Each execution holds as many cores as it runs threads (one for the chapters' default),
+        # so that two-thread runs are not squeezed two at a time onto two cores: oversubscribed
+        # BLAS threads make a 15 s chapter take minutes.
         path, run = job
-        return path.stem, run, _run_in_child(path, run, args.timeout)
+        need = min(parse_run(run)[1] or 1, cores)
+        with budget:
+            budget.wait_for(lambda: free[0] >= need)
+            free[0] -= need
+        try:
+            return path.stem, run, _run_in_child(path, run, args.timeout)
+        finally:
+            with budget:
+                free[0] += need
+                budget.notify_all()
 
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         for future in as_completed([pool.submit(work, job) for job in jobs]):
