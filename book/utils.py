@@ -129,12 +129,14 @@ def generator(seed: int = 0, device: torch.device | str | None = None) -> torch.
     return g.manual_seed(method_seed(seed))
 
 
-def seed_everything(seed: int = 0) -> torch.Generator:
+def seed_everything(seed: int = 0, threads: int | None = None) -> torch.Generator:
     """Seed Python's, NumPy's and PyTorch's random number generators (all devices).
 
     The seed used is :func:`method_seed(seed) <method_seed>`, i.e. shifted by ``BOOK_SEED``.
-    When ``BOOK_THREADS`` is set, torch's CPU thread count is set to it (``make claims``
-    runs every chapter once with one thread, where rounding differs).
+    Torch's CPU thread count is set to ``BOOK_THREADS`` when that is set (``make claims`` runs
+    every chapter with one thread and with two, where rounding differs), else to ``threads``
+    when given: a chapter whose networks are tiny passes ``threads=1``, since more threads only
+    add overhead there and make timings erratic on a busy machine.
 
     Returns a fresh ``torch.Generator`` seeded with the same seed, for code that prefers an
     explicit generator to global state.
@@ -146,11 +148,13 @@ def seed_everything(seed: int = 0) -> torch.Generator:
         True
     """
     seed = method_seed(seed)
-    threads = _env_int("BOOK_THREADS")
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"BOOK_THREADS must be a positive integer, got {threads}")
-        torch.set_num_threads(threads)
+    asked = _env_int("BOOK_THREADS")
+    if asked is not None and asked < 1:
+        raise ValueError(f"BOOK_THREADS must be a positive integer, got {asked}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    if asked is not None or threads is not None:
+        torch.set_num_threads(asked if asked is not None else threads)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device

@@ -88,3 +88,18 @@ def test_book_threads_sets_the_thread_count(monkeypatch):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_chapter_thread_count_yields_to_book_threads(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("BOOK_THREADS", raising=False)
+        seed_everything(0, threads=1)
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("BOOK_THREADS", "2")
+        seed_everything(0, threads=1)
+        assert torch.get_num_threads() == 2  # the harness's choice wins over the chapter's default
+        with pytest.raises(ValueError, match="threads must be a positive integer"):
+            seed_everything(0, threads=0)
+    finally:
+        torch.set_num_threads(before)
