@@ -39,7 +39,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor
 
-from book.checks import integer as _integer
+from book import checks
 
 __all__ = [
     "Split",
@@ -149,13 +149,6 @@ class Dataset:
 # Validation and splitting
 
 
-def _check_nonneg(value, name: str) -> float:
-    value = float(value)
-    if not value >= 0.0 or math.isinf(value):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-    return value
-
-
 def _split_sizes(n: int, split: Sequence[float]) -> tuple[int, int, int]:
     """Sizes of (train, val, test) for ``n`` samples and fractions ``split``."""
     if len(split) != 3:
@@ -245,13 +238,11 @@ def linear_regression(
         >>> X.shape, y.shape, ds.meta["weights"].shape
         (torch.Size([350, 5]), torch.Size([350, 1]), torch.Size([5]))
     """
-    n, dim = _integer(n, "n", 2), _integer(dim, "dim", 1)
+    n, dim = checks.integer(n, "n", 2), checks.integer(dim, "dim", 1)
     if n <= dim:
         raise ValueError(f"n must be larger than dim to whiten the features, got n = {n}, dim = {dim}")
-    noise = _check_nonneg(noise, "noise")
-    kappa = float(condition_number)
-    if not kappa >= 1.0 or math.isinf(kappa):
-        raise ValueError(f"condition_number must be a finite number >= 1, got {condition_number}")
+    noise = checks.nonnegative(noise, "noise")
+    kappa = checks.number(condition_number, "condition_number", low=1)
     _split_sizes(n, split)
     gen = torch.Generator().manual_seed(seed)
     f64 = torch.float64
@@ -315,8 +306,8 @@ def two_class(
         >>> round(ds.meta["bayes_accuracy"], 4)
         0.9772
     """
-    n, dim = _integer(n, "n", 2), _integer(dim, "dim", 1)
-    s = _check_nonneg(separation, "separation")
+    n, dim = checks.integer(n, "n", 2), checks.integer(dim, "dim", 1)
+    s = checks.nonnegative(separation, "separation")
     _split_sizes(n, split)
     gen = torch.Generator().manual_seed(seed)
     f64 = torch.float64
@@ -356,8 +347,8 @@ def two_moons(
         >>> two_moons(n=300).train.X.shape
         torch.Size([210, 2])
     """
-    n = _integer(n, "n", 2)
-    noise = _check_nonneg(noise, "noise")
+    n = checks.integer(n, "n", 2)
+    noise = checks.nonnegative(noise, "noise")
     _split_sizes(n, split)
     gen = torch.Generator().manual_seed(seed)
     f64 = torch.float64
@@ -397,12 +388,10 @@ def spirals(
         >>> spirals(n=300, num_classes=3).num_classes
         3
     """
-    n = _integer(n, "n", 2)
-    num_classes = _integer(num_classes, "num_classes", 2)
-    turns = float(turns)
-    if not turns > 0 or math.isinf(turns):
-        raise ValueError(f"turns must be a finite number > 0, got {turns}")
-    noise = _check_nonneg(noise, "noise")
+    n = checks.integer(n, "n", 2)
+    num_classes = checks.integer(num_classes, "num_classes", 2)
+    turns = checks.positive(turns, "turns")
+    noise = checks.nonnegative(noise, "noise")
     _split_sizes(n, split)
     gen = torch.Generator().manual_seed(seed)
     f64 = torch.float64
@@ -533,7 +522,7 @@ def minibatches(
         raise TypeError(f"X and y must be tensors, got {type(X).__name__} and {type(y).__name__}")
     if len(X) != len(y):
         raise ValueError(f"X and y must have the same number of samples, got {len(X)} and {len(y)}")
-    batch_size = _integer(batch_size, "batch_size", 1)
+    batch_size = checks.integer(batch_size, "batch_size", 1)
     n = len(X)
     if shuffle:
         perm_device = generator.device if generator is not None else torch.device("cpu")

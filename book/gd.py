@@ -35,7 +35,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from book.checks import integer
+from book import checks
 
 __all__ = [
     "gradient_descent",
@@ -72,14 +72,11 @@ def _check_x0(x0) -> Tensor:
 
 
 def _check_steps(steps) -> int:
-    return integer(steps, "steps", 0)
+    return checks.integer(steps, "steps", 0)
 
 
-def _check_lr(lr, name: str = "lr") -> float:
-    lr = float(lr)
-    if not lr >= 0.0 or math.isinf(lr):  # `not >=` also catches NaN
-        raise ValueError(f"{name} must be a finite number >= 0, got {lr}")
-    return lr
+def _check_lr(lr) -> float:
+    return checks.nonnegative(lr, "lr")
 
 
 def _value(f: Objective, x: Tensor) -> Tensor:
@@ -286,9 +283,7 @@ def newton(
     """
     x = _check_x0(x0)
     lr, steps = _check_lr(lr), _check_steps(steps)
-    damping = float(damping)
-    if not damping >= 0.0 or math.isinf(damping):
-        raise ValueError(f"damping must be a finite number >= 0, got {damping}")
+    damping = checks.nonnegative(damping, "damping")
     eye = torch.eye(x.numel(), device=x.device, dtype=x.dtype)
     iterates = [x]
     for k in range(steps):
@@ -316,15 +311,12 @@ def newton(
 
 
 def _check_line_search(lr0, shrink, c, max_halvings):
-    lr0, shrink, c = float(lr0), float(shrink), float(c)
-    if not lr0 > 0.0 or math.isinf(lr0):
-        raise ValueError(f"lr0 must be a finite number > 0, got {lr0}")
+    lr0, shrink, c = checks.positive(lr0, "lr0"), checks.number(shrink, "shrink"), checks.number(c, "c")
     if not 0.0 < shrink < 1.0:
         raise ValueError(f"shrink must be in (0, 1), got {shrink}")
     if not 0.0 < c < 1.0:
         raise ValueError(f"c must be in (0, 1), got {c}")
-    if isinstance(max_halvings, bool) or not isinstance(max_halvings, int) or max_halvings < 0:
-        raise ValueError(f"max_halvings must be an int >= 0, got {max_halvings}")
+    max_halvings = checks.integer(max_halvings, "max_halvings", 0)
     return lr0, shrink, c, max_halvings
 
 
@@ -585,10 +577,7 @@ def gd_rate(mu: float, L: float, lr: float | None = None) -> float:
 
 
 def _check_momentum_coefficient(momentum) -> float:
-    momentum = float(momentum)
-    if not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"momentum must be in [0, 1], got {momentum}")
-    return momentum
+    return checks.number(momentum, "momentum", low=0, high=1)
 
 
 def momentum_spectral_radius(lr, momentum, curvature, nesterov: bool = False) -> Tensor:
@@ -653,8 +642,10 @@ def momentum_spectral_radius(lr, momentum, curvature, nesterov: bool = False) ->
     eta = torch.as_tensor(lr, dtype=dtype, device=device)
     beta = torch.as_tensor(momentum, dtype=dtype, device=device)
     lam = torch.as_tensor(curvature, dtype=dtype, device=device)
-    if not bool(((eta >= 0) & torch.isfinite(eta)).all()):
-        raise ValueError(f"lr must be finite and >= 0, got {lr}")
+    if not bool(torch.isfinite(eta).all()):
+        raise ValueError(f"lr must be finite, got {lr}")
+    if not bool((eta >= 0).all()):
+        raise ValueError(f"lr must be >= 0, got {lr}")
     if not bool(((beta >= 0) & (beta <= 1)).all()):
         raise ValueError(f"momentum must be in [0, 1], got {momentum}")
     if not bool(torch.isfinite(lam).all()):

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 from torch import Tensor
+
+from book import checks
 
 __all__ = [
     "Landscape",
@@ -253,10 +255,8 @@ def ill_conditioned_quadratic(kappa: float, mu: float = 1.0, angle: float = 0.0)
         >>> torch.linalg.eigvalsh(hessian(f, torch.zeros(2, dtype=torch.float64)))
         tensor([ 1., 10.], dtype=torch.float64)
     """
-    if not kappa >= 1:
-        raise ValueError(f"the condition number kappa must be >= 1, got {kappa}")
-    if not mu > 0:
-        raise ValueError(f"the smallest eigenvalue mu must be > 0, got {mu}")
+    kappa, mu = checks.number(kappa, "kappa", low=1), checks.positive(mu, "mu")
+    angle = checks.number(angle, "angle")
     c, s = math.cos(angle), math.sin(angle)
     R = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
     A = R @ torch.diag(torch.tensor([kappa * mu, mu], dtype=torch.float64)) @ R.T
@@ -368,8 +368,8 @@ def layer_gradient_norms(
     """
     if activation not in _ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; choose from {sorted(_ACTIVATIONS)}")
-    if depth < 1 or width < 1 or batch_size < 1:
-        raise ValueError(f"depth, width and batch_size must be >= 1, got {depth}, {width}, {batch_size}")
+    depth, width = checks.integer(depth, "depth", 1), checks.integer(width, "width", 1)
+    batch_size = checks.integer(batch_size, "batch_size", 1)
     phi = _ACTIVATIONS[activation]
     std = 1.0 / math.sqrt(width) if weight_std is None else float(weight_std)
     # Draw in float64 on the CPU, then cast: the same seed gives the same network in

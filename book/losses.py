@@ -30,10 +30,11 @@ stable forms are needed; do not train with them.
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import Tensor
+
+from book import checks
 
 __all__ = [
     "mse",
@@ -83,16 +84,6 @@ def _check_same_shape(input: Tensor, target: Tensor, what: str = "target") -> No
             f"input and {what} must have the same shape, got input {tuple(input.shape)} and {what} "
             f"{tuple(target.shape)} (no broadcasting: a (N, 1) output against a (N,) target is a classic bug)"
         )
-
-
-def _check_finite_number(value, name: str, minimum: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or (minimum is not None and value < minimum):
-        bound = f" >= {minimum:g}" if minimum is not None else ""
-        raise ValueError(f"{name} must be a finite number{bound}, got {value}")
-    return value
 
 
 def _reduce(loss: Tensor, reduction: str) -> Tensor:
@@ -193,7 +184,7 @@ def huber(input: Tensor, target: Tensor, delta: float = 1.0, reduction: str = "m
         tensor([0.1250, 2.5000])
     """
     reduction = _regression_args(input, target, reduction)
-    delta = _check_finite_number(delta, "delta")
+    delta = checks.number(delta, "delta")
     if delta <= 0:
         raise ValueError(f"delta must be > 0, got {delta}")
     r = input - target
@@ -386,10 +377,10 @@ def focal(
     _check_floating(target, "target")
     _check_same_shape(input, target)
     reduction = _check_reduction(reduction)
-    alpha = _check_finite_number(alpha, "alpha")
+    alpha = checks.number(alpha, "alpha")
     if alpha > 1:
         raise ValueError(f"alpha must be in [0, 1] (or negative to turn it off), got {alpha}")
-    gamma = _check_finite_number(gamma, "gamma", minimum=0.0)
+    gamma = checks.nonnegative(gamma, "gamma")
     ce = (1 - target) * input + _softplus_neg(input)  # binary cross-entropy, linear in the target
     loss = ce
     if gamma != 0:
@@ -525,7 +516,7 @@ def cross_entropy(
     probabilities, C = _check_class_target(input, target)
     weight = _check_weight(weight, C, input)
     reduction = _check_reduction(reduction)
-    eps = _check_finite_number(label_smoothing, "label_smoothing")
+    eps = checks.number(label_smoothing, "label_smoothing")
     if not 0.0 <= eps <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
     logp = log_softmax(input, dim=1)  # (N, C, ...)
@@ -589,7 +580,7 @@ def hinge(
     if input.ndim != 2:
         raise ValueError(f"hinge: input must be (N, C), got shape {tuple(input.shape)}")
     weight = _check_weight(weight, C, input)
-    margin = _check_finite_number(margin, "margin")
+    margin = checks.number(margin, "margin")
     reduction = _check_reduction(reduction)
     target = target.long()
     z_y = input.gather(1, target.unsqueeze(1))  # (N, 1)

@@ -28,16 +28,13 @@ generalizes better:
 
 from __future__ import annotations
 
-import copy
 import math
-import numbers
-from typing import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from book.checks import integer as _integer
+from book import checks
 
 __all__ = [
     "l1_penalty",
@@ -56,19 +53,6 @@ __all__ = [
 
 # ---------------------------------------------------------------------------
 # Validation helpers
-
-
-def _check_real(value, name: str, low: float | None = None, high: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r} of type {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if low is not None and value < low:
-        raise ValueError(f"{name} must be >= {low:g}, got {value:g}")
-    if high is not None and value > high:
-        raise ValueError(f"{name} must be <= {high:g}, got {value:g}")
-    return value
 
 
 def _check_float_tensor(x, name: str = "x") -> Tensor:
@@ -212,7 +196,7 @@ def soft_threshold(x: Tensor, threshold: float) -> Tensor:
         tensor([-1., -0.,  0.,  2.])
     """
     x = _check_float_tensor(x)
-    threshold = _check_real(threshold, "threshold", low=0.0)
+    threshold = checks.nonnegative(threshold, "threshold")
     return x.sign() * (x.abs() - threshold).clamp_min(0.0)
 
 
@@ -221,11 +205,7 @@ def soft_threshold(x: Tensor, threshold: float) -> Tensor:
 
 
 def _check_p(p) -> float:
-    if isinstance(p, bool) or not isinstance(p, numbers.Real):
-        raise TypeError(f"dropout probability p must be a real number, got {p!r} of type {type(p).__name__}")
-    if not 0.0 <= float(p) <= 1.0:  # also rejects NaN
-        raise ValueError(f"dropout probability p must be in [0, 1], got {p}")
-    return float(p)
+    return checks.number(p, "dropout probability p", low=0, high=1)
 
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator: torch.Generator | None = None) -> Tensor:
@@ -386,8 +366,8 @@ class EarlyStopping:
         monitor: str = "val_loss",
         restore_best_weights: bool = False,
     ):
-        self.patience = _integer(patience, "patience", 1)
-        self.min_delta = _check_real(min_delta, "min_delta", low=0.0)
+        self.patience = checks.integer(patience, "patience", 1)
+        self.min_delta = checks.nonnegative(min_delta, "min_delta")
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         if monitor not in _MONITORS:
@@ -523,7 +503,7 @@ def random_shift(x: Tensor, max_shift: int = 1, generator: torch.Generator | Non
         networks applied to visual document analysis", ICDAR 2003.
     """
     images, shape = _as_images(x)
-    max_shift = _integer(max_shift, "max_shift", 0)
+    max_shift = checks.integer(max_shift, "max_shift", 0)
     _check_generator(generator)
     n, h, w = images.shape
     if max_shift >= min(h, w):
@@ -568,7 +548,7 @@ def random_rotation(x: Tensor, max_degrees: float = 15.0, generator: torch.Gener
         visual document analysis", ICDAR 2003.
     """
     images, shape = _as_images(x)
-    max_degrees = _check_real(max_degrees, "max_degrees", low=0.0, high=180.0)
+    max_degrees = checks.number(max_degrees, "max_degrees", low=0, high=180)
     _check_generator(generator)
     n = images.shape[0]
     if n == 0:
@@ -605,7 +585,7 @@ def gaussian_noise(x: Tensor, std: float, generator: torch.Generator | None = No
         Neural Computation 7(1), 1995.
     """
     x = _check_float_tensor(x)
-    std = _check_real(std, "std", low=0.0)
+    std = checks.nonnegative(std, "std")
     _check_generator(generator)
     if clip is not None and (len(clip) != 2 or not clip[0] <= clip[1]):
         raise ValueError(f"clip must be a pair (low, high) with low <= high, got {clip!r}")
@@ -653,9 +633,9 @@ def augment(
         True
     """
     _as_images(x)  # validates the shape early
-    _integer(max_shift, "max_shift", 0)
-    _check_real(max_degrees, "max_degrees", low=0.0, high=180.0)
-    _check_real(noise_std, "noise_std", low=0.0)
+    checks.integer(max_shift, "max_shift", 0)
+    checks.number(max_degrees, "max_degrees", low=0, high=180)
+    checks.nonnegative(noise_std, "noise_std")
     out = x
     if max_degrees != 0:
         out = random_rotation(out, max_degrees, generator)
@@ -687,9 +667,9 @@ class Augment(torch.nn.Module):
     def __init__(self, max_shift: int = 1, max_degrees: float = 10.0, noise_std: float = 0.0,
                  generator: torch.Generator | None = None):
         super().__init__()
-        _integer(max_shift, "max_shift", 0)
-        _check_real(max_degrees, "max_degrees", low=0.0, high=180.0)
-        _check_real(noise_std, "noise_std", low=0.0)
+        checks.integer(max_shift, "max_shift", 0)
+        checks.number(max_degrees, "max_degrees", low=0, high=180)
+        checks.nonnegative(noise_std, "noise_std")
         _check_generator(generator)
         self.max_shift, self.max_degrees, self.noise_std = max_shift, max_degrees, noise_std
         self.generator = generator

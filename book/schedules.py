@@ -38,10 +38,7 @@ from typing import Callable
 
 import torch
 
-from book.checks import integer as _int
-from book.checks import nonnegative as _nonneg
-from book.checks import number as _number
-from book.checks import positive as _positive
+from book import checks
 
 __all__ = [
     "Schedule",
@@ -66,14 +63,14 @@ Schedule = Callable[[int], float]
 
 
 def _min_lr(min_lr, lr: float) -> float:
-    min_lr = _nonneg(min_lr, "min_lr")
+    min_lr = checks.nonnegative(min_lr, "min_lr")
     if min_lr > lr:
         raise ValueError(f"min_lr must not exceed lr, got min_lr={min_lr} > lr={lr}")
     return min_lr
 
 
 def _step(t) -> int:
-    return _int(t, "step", 0)
+    return checks.integer(t, "step", 0)
 
 
 def _named(fn, text: str):
@@ -96,7 +93,7 @@ def constant(lr: float) -> Schedule:
         >>> constant(0.1)(1000)
         0.1
     """
-    lr = _positive(lr, "lr")
+    lr = checks.positive(lr, "lr")
 
     def schedule(t: int) -> float:
         _step(t)
@@ -120,9 +117,9 @@ def step_decay(lr: float, step_size: int, gamma: float = 0.1) -> Schedule:
         >>> [s(t) for t in (0, 9, 10, 25)]
         [1.0, 1.0, 0.5, 0.25]
     """
-    lr = _positive(lr, "lr")
-    step_size = _int(step_size, "step_size", 1)
-    gamma = _positive(gamma, "gamma")
+    lr = checks.positive(lr, "lr")
+    step_size = checks.integer(step_size, "step_size", 1)
+    gamma = checks.positive(gamma, "gamma")
 
     def schedule(t: int) -> float:
         return lr * gamma ** (_step(t) // step_size)
@@ -142,8 +139,8 @@ def exponential_decay(lr: float, gamma: float) -> Schedule:
         >>> exponential_decay(1.0, gamma=0.5)(3)
         0.125
     """
-    lr = _positive(lr, "lr")
-    gamma = _positive(gamma, "gamma")
+    lr = checks.positive(lr, "lr")
+    gamma = checks.positive(gamma, "gamma")
 
     def schedule(t: int) -> float:
         return lr * gamma ** _step(t)
@@ -166,9 +163,9 @@ def polynomial_decay(lr: float, total_steps: int, power: float = 1.0) -> Schedul
         >>> [s(t) for t in range(6)]
         [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
     """
-    lr = _positive(lr, "lr")
-    total_steps = _int(total_steps, "total_steps", 1)
-    power = _positive(power, "power")
+    lr = checks.positive(lr, "lr")
+    total_steps = checks.integer(total_steps, "total_steps", 1)
+    power = checks.positive(power, "power")
 
     def schedule(t: int) -> float:
         return lr * (1.0 - min(total_steps, _step(t)) / total_steps) ** power
@@ -206,8 +203,8 @@ def cosine_annealing(lr: float, total_steps: int, min_lr: float = 0.0) -> Schedu
         >>> [round(s(t), 4) for t in range(6)]
         [1.0, 0.8536, 0.5, 0.1464, 0.0, 0.0]
     """
-    lr = _positive(lr, "lr")
-    total_steps = _int(total_steps, "total_steps", 1)
+    lr = checks.positive(lr, "lr")
+    total_steps = checks.integer(total_steps, "total_steps", 1)
     min_lr = _min_lr(min_lr, lr)
 
     def schedule(t: int) -> float:
@@ -239,9 +236,9 @@ def cosine_restarts(lr: float, period: int, period_mult: int = 1, min_lr: float 
         >>> [round(s(t), 4) for t in range(7)]
         [1.0, 0.5, 1.0, 0.8536, 0.5, 0.1464, 1.0]
     """
-    lr = _positive(lr, "lr")
-    period = _int(period, "period", 1)
-    period_mult = _int(period_mult, "period_mult", 1)
+    lr = checks.positive(lr, "lr")
+    period = checks.integer(period, "period", 1)
+    period_mult = checks.integer(period_mult, "period_mult", 1)
     min_lr = _min_lr(min_lr, lr)
 
     def schedule(t: int) -> float:
@@ -289,8 +286,8 @@ def linear_warmup(schedule: Schedule, warmup_steps: int, start_factor: float = 0
     """
     if not callable(schedule):
         raise TypeError(f"schedule must be a function step -> lr, got {type(schedule).__name__}")
-    warmup_steps = _int(warmup_steps, "warmup_steps", 0)
-    start_factor = _nonneg(start_factor, "start_factor")
+    warmup_steps = checks.integer(warmup_steps, "warmup_steps", 0)
+    start_factor = checks.nonnegative(start_factor, "start_factor")
     if start_factor > 1:
         raise ValueError(f"start_factor must be in [0, 1], got {start_factor}")
     peak = float(schedule(0))
@@ -333,12 +330,12 @@ def triangular(base_lr: float, max_lr: float, step_size_up: int, step_size_down:
         >>> [round(s(t), 4) for t in range(6)]
         [0.1, 0.3, 0.5, 0.3, 0.1, 0.3]
     """
-    base_lr = _positive(base_lr, "base_lr")
-    max_lr = _positive(max_lr, "max_lr")
+    base_lr = checks.positive(base_lr, "base_lr")
+    max_lr = checks.positive(max_lr, "max_lr")
     if max_lr < base_lr:
         raise ValueError(f"max_lr must be >= base_lr, got max_lr={max_lr} < base_lr={base_lr}")
-    up = _int(step_size_up, "step_size_up", 1)
-    down = up if step_size_down is None else _int(step_size_down, "step_size_down", 1)
+    up = checks.integer(step_size_up, "step_size_up", 1)
+    down = up if step_size_down is None else checks.integer(step_size_down, "step_size_down", 1)
     total = up + down
 
     def schedule(t: int) -> float:
@@ -388,11 +385,11 @@ def one_cycle(
         >>> round(s(0), 4), round(s(29), 4), s(99)
         (0.04, 1.0, 4e-06)
     """
-    max_lr = _positive(max_lr, "max_lr")
-    total_steps = _int(total_steps, "total_steps", 2)
-    pct_start = _number(pct_start, "pct_start")
-    div_factor = _positive(div_factor, "div_factor")
-    final_div_factor = _positive(final_div_factor, "final_div_factor")
+    max_lr = checks.positive(max_lr, "max_lr")
+    total_steps = checks.integer(total_steps, "total_steps", 2)
+    pct_start = checks.number(pct_start, "pct_start")
+    div_factor = checks.positive(div_factor, "div_factor")
+    final_div_factor = checks.positive(final_div_factor, "final_div_factor")
     a, b = float(pct_start * total_steps) - 1, total_steps - 1
     if not 0 < a < b:
         raise ValueError(
@@ -475,20 +472,20 @@ class ReduceLROnPlateau:
         min_lr: float = 0.0,
         eps: float = 1e-8,
     ):
-        self.lr = _positive(lr, "lr")
+        self.lr = checks.positive(lr, "lr")
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         if threshold_mode not in ("rel", "abs"):
             raise ValueError(f"threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
-        factor = _number(factor, "factor")
+        factor = checks.number(factor, "factor")
         if not 0 < factor < 1:
             raise ValueError(f"factor must be in (0, 1), got {factor}")
         self.mode, self.threshold_mode, self.factor = mode, threshold_mode, factor
-        self.patience = _int(patience, "patience", 0)
-        self.threshold = _nonneg(threshold, "threshold")
-        self.cooldown = _int(cooldown, "cooldown", 0)
-        self.min_lr = _nonneg(min_lr, "min_lr")
-        self.eps = _nonneg(eps, "eps")
+        self.patience = checks.integer(patience, "patience", 0)
+        self.threshold = checks.nonnegative(threshold, "threshold")
+        self.cooldown = checks.integer(cooldown, "cooldown", 0)
+        self.min_lr = checks.nonnegative(min_lr, "min_lr")
+        self.eps = checks.nonnegative(eps, "eps")
         self.best = math.inf if mode == "min" else -math.inf
         self.num_bad_steps = 0
         self.cooldown_counter = 0

@@ -41,7 +41,7 @@ from typing import Callable, Iterable
 import torch
 from torch import Tensor
 
-from book.checks import integer, number, positive
+from book import checks
 from book.data import Split, minibatches
 
 __all__ = ["fit", "evaluate", "accuracy", "History", "DivergenceError", "LRRangeResult", "lr_range_test"]
@@ -381,8 +381,8 @@ def fit(
 def _check_data(model, train, val, epochs, batch_size) -> tuple[Split, Split | None, int, int]:
     train = _as_split(train, "train")
     val = _as_split(val, "val") if val is not None else None
-    epochs = integer(epochs, "epochs", 1)
-    batch_size = len(train) if batch_size is None else integer(batch_size, "batch_size", 1)
+    epochs = checks.integer(epochs, "epochs", 1)
+    batch_size = len(train) if batch_size is None else checks.integer(batch_size, "batch_size", 1)
     if len(train) == 0:
         raise ValueError("train is empty")
     params = list(model.parameters())
@@ -616,18 +616,18 @@ def lr_range_test(
         X, y = data
     else:
         raise TypeError(f"data must be a book.data.Split or an (X, y) pair, got {type(data).__name__}")
-    start_lr = positive(start_lr, "start_lr")
-    end_lr = positive(end_lr, "end_lr")
+    start_lr = checks.positive(start_lr, "start_lr")
+    end_lr = checks.positive(end_lr, "end_lr")
     if end_lr <= start_lr:
         raise ValueError(f"end_lr must be > start_lr, got end_lr={end_lr} <= start_lr={start_lr}")
-    steps = integer(steps, "steps", 2)
-    smoothing = number(smoothing, "smoothing")
+    steps = checks.integer(steps, "steps", 2)
+    smoothing = checks.number(smoothing, "smoothing")
     if not 0 < smoothing <= 1:
         raise ValueError(f"smoothing must be in (0, 1], got {smoothing}")
-    diverge_factor = number(diverge_factor, "diverge_factor")
+    diverge_factor = checks.number(diverge_factor, "diverge_factor")
     if diverge_factor <= 1:
         raise ValueError(f"diverge_factor must be > 1, got {diverge_factor}")
-    batch_size = len(X) if batch_size is None else integer(batch_size, "batch_size", 1)
+    batch_size = len(X) if batch_size is None else checks.integer(batch_size, "batch_size", 1)
 
     saved = copy.deepcopy(model.state_dict())  # parameters and buffers, restored at the end
     was_training = model.training

@@ -291,7 +291,7 @@ def test_ill_conditioned_quadratic_eigenvalues(kappa, mu, angle, device):
 
 @pytest.mark.parametrize("kappa", [0.5, 0.0, -3.0, float("nan")])
 def test_ill_conditioned_quadratic_rejects_bad_kappa(kappa):
-    with pytest.raises(ValueError, match="kappa must be >= 1"):
+    with pytest.raises(ValueError, match="kappa must be (>= 1|finite)"):
         ill_conditioned_quadratic(kappa)
 
 
@@ -379,5 +379,7 @@ def test_layer_gradient_norms_validation():
         layer_gradient_norms(activation="gelu")
     with pytest.raises(ValueError, match="must be >= 1, got 0"):
         layer_gradient_norms(depth=0)
+    with pytest.raises(ValueError, match="width must be >= 1, got -1"):
+        layer_gradient_norms(width=-1)
     with pytest.raises(ValueError, match="must be >= 1"):
         layer_gradient_norms(width=-1)

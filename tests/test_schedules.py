@@ -240,7 +240,7 @@ def test_annealing_beats_constant_at_equal_epochs(device, one_thread):
 ERRORS = [
     (lambda: S.constant(0.0), ValueError, "lr must be > 0, got 0.0"),
     (lambda: S.constant(-1), ValueError, "lr must be > 0, got -1"),
-    (lambda: S.constant("0.1"), TypeError, "lr must be a number"),
+    (lambda: S.constant("0.1"), TypeError, "lr must be a real number"),
     (lambda: S.constant(float("nan")), ValueError, "lr must be finite"),
     (lambda: S.step_decay(0.1, 0), ValueError, "step_size must be >= 1, got 0"),
     (lambda: S.step_decay(0.1, 2.5), TypeError, "step_size must be an int"),

@@ -6,6 +6,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from book import checks
 from book.optim import functional as F
 from book.optim._base import ListOptimizer, dense_grad, single_tensor_loop, step_counter, use_foreach
 
@@ -90,14 +91,10 @@ class Adadelta(ListOptimizer):
         foreach: bool | None = None,
         maximize: bool = False,
     ) -> None:
-        if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0.0 <= rho <= 1.0:
-            raise ValueError(f"Invalid rho value: {rho}")
-        if not 0.0 <= eps:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        checks.optim_arg(lr, "learning rate")
+        checks.optim_arg(rho, "rho value", high=1.0)
+        checks.optim_arg(eps, "epsilon value")
+        checks.optim_arg(weight_decay, "weight_decay value")
         defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize, foreach=foreach)
         super().__init__(params, defaults)
 

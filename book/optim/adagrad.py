@@ -6,6 +6,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from book import checks
 from book.optim import functional as F
 from book.optim._base import ListOptimizer, dense_grad, single_tensor_loop, step_counter, use_foreach
 
@@ -98,16 +99,11 @@ class Adagrad(ListOptimizer):
         foreach: bool | None = None,
         maximize: bool = False,
     ) -> None:
-        if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0.0 <= lr_decay:
-            raise ValueError(f"Invalid lr_decay value: {lr_decay}")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        if not 0.0 <= initial_accumulator_value:
-            raise ValueError(f"Invalid initial_accumulator_value value: {initial_accumulator_value}")
-        if not 0.0 <= eps:
-            raise ValueError(f"Invalid epsilon value: {eps}")
+        checks.optim_arg(lr, "learning rate")
+        checks.optim_arg(lr_decay, "lr_decay value")
+        checks.optim_arg(weight_decay, "weight_decay value")
+        checks.optim_arg(initial_accumulator_value, "initial_accumulator_value value")
+        checks.optim_arg(eps, "epsilon value")
         defaults = dict(
             lr=lr,
             lr_decay=lr_decay,

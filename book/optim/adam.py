@@ -6,6 +6,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from book import checks
 from book.optim import compiled as _compiled
 from book.optim import functional as F
 from book.optim._base import ListOptimizer, dense_grad, single_tensor_loop, step_counter, use_foreach
@@ -116,17 +117,11 @@ class Adam(ListOptimizer):
         decoupled_weight_decay: bool = False,
         compiled: bool = False,
     ) -> None:
-        # `not 0 <= x` rejects NaN as well as negative values
-        if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0.0 <= eps:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        if not 0.0 <= betas[0] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-        if not 0.0 <= betas[1] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        checks.optim_arg(lr, "learning rate")
+        checks.optim_arg(eps, "epsilon value")
+        checks.optim_arg(betas[0], "beta parameter at index 0", high=1.0, high_inclusive=False)
+        checks.optim_arg(betas[1], "beta parameter at index 1", high=1.0, high_inclusive=False)
+        checks.optim_arg(weight_decay, "weight_decay value")
         defaults = dict(
             lr=lr,
             betas=tuple(betas),

@@ -6,6 +6,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from book import checks
 from book.optim import functional as F
 from book.optim._base import ListOptimizer, dense_grad, single_tensor_loop, step_counter, use_foreach
 
@@ -103,16 +104,11 @@ class RMSprop(ListOptimizer):
         foreach: bool | None = None,
         maximize: bool = False,
     ) -> None:
-        if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0.0 <= eps:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        if not 0.0 <= momentum:
-            raise ValueError(f"Invalid momentum value: {momentum}")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        if not 0.0 <= alpha:
-            raise ValueError(f"Invalid alpha value: {alpha}")
+        checks.optim_arg(lr, "learning rate")
+        checks.optim_arg(eps, "epsilon value")
+        checks.optim_arg(momentum, "momentum value")
+        checks.optim_arg(weight_decay, "weight_decay value")
+        checks.optim_arg(alpha, "alpha value")
         defaults = dict(
             lr=lr,
             momentum=momentum,

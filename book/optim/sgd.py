@@ -7,6 +7,7 @@ from typing import Callable, Iterable
 import torch
 from torch.optim import Optimizer
 
+from book import checks
 from book.optim import compiled as _compiled
 from book.optim import functional as F
 from book.optim._base import dense_grad, single_tensor_loop, use_foreach
@@ -143,13 +144,9 @@ class SGD(Optimizer):
         foreach: bool | None = None,
         compiled: bool = False,
     ) -> None:
-        # `not x >= 0` rejects NaN as well as negative values
-        if not lr >= 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not momentum >= 0.0:
-            raise ValueError(f"Invalid momentum value: {momentum}")
-        if not weight_decay >= 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        checks.optim_arg(lr, "learning rate")
+        checks.optim_arg(momentum, "momentum value")
+        checks.optim_arg(weight_decay, "weight_decay value")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         defaults = dict(
