@@ -32,6 +32,7 @@ and, in the next markdown cell::
 from __future__ import annotations
 
 import io
+import math
 from typing import Callable, Mapping, Sequence
 
 import matplotlib
@@ -45,6 +46,7 @@ __all__ = [
     "STYLE",
     "use_style",
     "color",
+    "plain_log_ticks",
     "grid",
     "contour",
     "surface",
@@ -163,6 +165,25 @@ def show(fig, name: str) -> None:
 def color(i: int) -> str:
     """The ``i``-th colour of the book's palette (wrapping around)."""
     return COLORS[i % len(COLORS)]
+
+
+def plain_log_ticks(ax, axis: str = "y") -> None:
+    """Label a log axis with plain numbers (``0.2``, ``1.5``, ``2000``) instead of matplotlib's
+    ``2 x 10^0`` on every minor tick, which crowds an axis that spans less than a decade.
+
+    Call it after plotting: it reads the axis' range. Spanning at most one decade, the labels sit
+    at 1, 1.5, 2, 3, 5 and 7 times each power of ten; up to two decades at 1, 2 and 5 times;
+    wider, at the powers of ten only.
+    """
+    import matplotlib.ticker as ticker
+
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    low, high = sorted(ax.get_ylim() if axis == "y" else ax.get_xlim())
+    decades = math.log10(high / low) if low > 0 else math.inf
+    subs = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if decades <= 1 else (1.0, 2.0, 5.0) if decades <= 2 else (1.0,)
+    target.set_major_locator(ticker.LogLocator(base=10, subs=subs, numticks=12))
+    target.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    target.set_minor_formatter(ticker.NullFormatter())
 
 
 def _axes(ax, projection=None):

@@ -22,7 +22,7 @@ import torch
 
 from book.grading import check, check_all
 from book.grading.__main__ import main as grade_main
-from book.grading.core import decode, encode, judge
+from book.grading.core import decode, encode, judge, run_case
 from book.grading.questions import all_questions, chapters, questions_for
 from book.grading.runner import grade_notebook
 
@@ -85,7 +85,7 @@ def test_registry_is_well_formed():
 def test_every_known_mistake_fails_and_is_named(q, device):
     cases = list(q.cases(device))
     for m in q.mistakes:
-        outputs = [m.fn(*c.args, **c.kwargs) for c in cases]
+        outputs = [run_case(q, m.fn, c) for c in q.cases(device)]  # a fresh copy, as in a notebook
         result = judge(q, cases, outputs)
         assert not result.passed and result.points < q.points, f"{q.id}: mistake {m.name!r} passes"
         assert m.name in result.message, f"{q.id}: the message does not name {m.name!r}: {result.message}"
@@ -425,3 +425,34 @@ def test_console_script_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
     assert data["score"] == data["max_score"] > 0
+
+
+# ---------------------------------------------------------------------------
+# Chapter 10: questions graded by what the answer does to its arguments
+
+
+def test_successive_halving_is_graded_by_its_calls_not_only_its_winner():
+    """The objective records every call (Question.call): an answer that returns the right
+    configuration but runs one configuration once more does not pass."""
+    q = next(q for q in QUESTIONS if q.id == "successive_halving")
+
+    def one_call_too_many(configs, objective, min_budget, eta):
+        best = q.reference(configs, objective, min_budget, eta)
+        objective(best, min_budget)
+        return best
+
+    feedback = check(q.id, fn=one_call_too_many)
+    assert not feedback.passed and "at budget" in feedback.result.message
+
+
+def test_numerical_gradient_test_functions_hide_from_autograd():
+    """The test functions are black boxes: differentiating them with autograd raises, so the
+    answer has to take differences (the static check cannot forbid a `.backward()` method call)."""
+
+    def by_autograd(f, x, eps=1e-6):
+        x = x.detach().to(torch.float64).requires_grad_(True)
+        f(x).backward()
+        return x.grad
+
+    feedback = check("numerical_gradient", fn=by_autograd)
+    assert not feedback.passed and "does not require grad" in feedback.result.message

@@ -1,7 +1,7 @@
 """The package's layers: kernels import nothing above them.
 
 Kernels (optimizers, schedules, losses, normalization, regularization, gradient descent,
-landscapes) may import torch, ``book.utils`` and ``book.checks`` only; training procedures
+landscapes, the practice helpers) may import torch, ``book.utils`` and ``book.checks`` only; training procedures
 (``book.train``, ``book.data``) sit above them, display (``book.plotting``, ``book.widgets``)
 above those, and grading beside. Every import statement counts, inside functions too.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 BOOK = Path(__file__).resolve().parent.parent / "book"
-KERNELS = sorted([*(BOOK / "optim").glob("*.py"),
+KERNELS = sorted([*(BOOK / "optim").glob("*.py"), *(BOOK / "practice").glob("*.py"),
                   *(BOOK / f"{name}.py" for name in
                     ("schedules", "losses", "normalization", "regularization", "gd", "landscapes", "checks", "utils"))])
 ABOVE = {"train", "data", "plotting", "widgets", "grading"}

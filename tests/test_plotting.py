@@ -223,3 +223,14 @@ def test_show_records_the_figure_for_the_book_and_displays_it(monkeypatch):
         plotting.show(fig, "Noise floor")
     with pytest.raises(TypeError, match="a matplotlib Figure or an explorer"):
         plotting.show("not a figure", "fig-99-x")
+
+
+def test_plain_log_ticks_label_a_narrow_log_axis_with_plain_numbers():
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [1.8, 2.4])
+    ax.set_yscale("log")
+    plotting.plain_log_ticks(ax)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    plt.close(fig)
+    assert "2" in labels and not any("10^" in s or "times" in s for s in labels)

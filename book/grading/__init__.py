@@ -23,7 +23,7 @@ import os
 import sys
 import textwrap
 
-from book.grading.core import Case, Mistake, Question, Result, judge
+from book.grading.core import Case, Mistake, Question, Result, judge, run_case
 
 __all__ = ["check", "check_all", "Question", "Case", "Mistake", "Result", "Feedback", "Summary"]
 
@@ -117,7 +117,7 @@ def _evaluate(question: Question, fn) -> Result:
     outputs, errors = [], []
     for case in question.cases(device()):  # the student's own copy of the inputs
         try:
-            outputs.append(fn(*case.args, **case.kwargs))
+            outputs.append(run_case(question, fn, case))
             errors.append(None)
         except Exception as exc:  # noqa: BLE001 - a wrong answer may raise anything
             outputs.append(None)

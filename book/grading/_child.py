@@ -64,7 +64,7 @@ def main() -> None:
 
     import torch
 
-    from book.grading.core import encode
+    from book.grading.core import encode, run_case
     from book.grading.questions import get_question
 
     torch.set_num_threads(1)
@@ -96,7 +96,7 @@ def main() -> None:
         try:
             for case in question.cases(torch.device("cpu")):
                 try:
-                    value = fn(*case.args, **case.kwargs)
+                    value = run_case(question, fn, case)
                     outputs.append(encode(value))
                     errors.append(None)
                 except _Timeout:

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["Case", "Mistake", "Question", "Result", "judge", "encode", "decode", "compare"]
+__all__ = ["Case", "Mistake", "Question", "Result", "judge", "run_case", "encode", "decode", "compare"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,10 @@ class Question:
             ``"torch.optim"``): calling the library's own implementation of the thing
             asked for scores zero.
         title: a short description for tables.
+        call: how to run a function on one case and what to compare, as
+            ``call(fn, *args, **kwargs)``; by default what ``fn(*args, **kwargs)``
+            returns. A question whose answer acts through an argument (an objective that
+            records the calls made to it) returns what that argument observed.
     """
 
     id: str
@@ -75,6 +79,7 @@ class Question:
     atol: float = 1e-7
     forbidden: Sequence[str] = ()
     title: str = ""
+    call: Callable | None = None
 
 
 @dataclass
@@ -171,15 +176,22 @@ def compare(got: Any, want: Any, rtol: float, atol: float, where: str = "the res
 # The verdict
 
 
-def _call(fn: Callable, case: Case) -> Any:
-    """Call ``fn`` on a private copy of the case's inputs, so that a function that
+def run_case(question: Question, fn: Callable, case: Case) -> Any:
+    """What the grader compares for ``fn`` on ``case`` (see ``Question.call``)."""
+    if question.call is None:
+        return fn(*case.args, **case.kwargs)
+    return question.call(fn, *case.args, **case.kwargs)
+
+
+def _call(question: Question, fn: Callable, case: Case) -> Any:
+    """Run ``fn`` on a private copy of the case's inputs, so that a function that
     updates its arguments in place cannot change what the next one sees."""
     args, kwargs = copy.deepcopy((case.args, case.kwargs))
-    return fn(*args, **kwargs)
+    return run_case(question, fn, Case(case.label, args, kwargs))
 
 
 def reference_outputs(question: Question, cases: Sequence[Case]) -> list[Any]:
-    return [_call(question.reference, c) for c in cases]
+    return [_call(question, question.reference, c) for c in cases]
 
 
 def judge(question: Question, cases: Sequence[Case], outputs: Sequence[Any],
@@ -210,7 +222,7 @@ def judge(question: Question, cases: Sequence[Case], outputs: Sequence[Any],
     if all(e is None for e in errors):
         for mistake in question.mistakes:
             if all(
-                compare(got, _call(mistake.fn, c), question.rtol, question.atol) is None
+                compare(got, _call(question, mistake.fn, c), question.rtol, question.atol) is None
                 for c, got in zip(cases, outputs)
             ):
                 return Result(question.id, 0, question.points, False,
