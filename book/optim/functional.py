@@ -33,6 +33,8 @@ __all__ = [
     "adadelta_foreach",
     "adam_foreach",
     "adamw_foreach",
+    "lars",
+    "lamb",
 ]
 
 
@@ -814,3 +816,205 @@ def adamw_foreach(
         maximize=maximize,
         decoupled_weight_decay=True,
     )
+
+
+
+# ---------------------------------------------------------------------------
+# Layer-wise adaptive kernels for large batches (LARS, LAMB): one tensor = one "layer".
+#
+# Each step rescales a tensor's update by a *trust ratio* computed from two norms of that
+# tensor, so unlike the kernels above these are not elementwise: the norms couple all the
+# entries of one tensor (never two tensors). The ratio is computed with ``torch.where``, as a
+# 0-dim tensor on the parameter's device, so a step never waits for the device to answer.
+
+
+@torch.no_grad()
+def lars(
+    param: Tensor,
+    grad: Tensor,
+    momentum_buffer: Tensor | None,
+    *,
+    lr: float,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    trust_coefficient: float = 1e-3,
+    eps: float = 0.0,
+    trust: bool = True,
+) -> tuple[Tensor | None, Tensor]:
+    r"""One step of LARS (layer-wise adaptive rate scaling) on one tensor, as You et al.'s Algorithm 1.
+
+    With :math:`\gamma` = ``lr`` (the global rate), :math:`m` = ``momentum``, :math:`\beta` =
+    ``weight_decay``, :math:`\eta` = ``trust_coefficient``, :math:`\epsilon` = ``eps``,
+    :math:`w` = ``param``, :math:`g` = ``grad`` and :math:`v` = ``momentum_buffer``:
+
+    .. math::
+
+        \lambda &\leftarrow \begin{cases}
+            \dfrac{\eta\, \|w\|}{\|g\| + \beta \|w\| + \epsilon}
+                & \|w\| > 0 \text{ and } \|g\| > 0 \\
+            1 & \text{otherwise, or with } \texttt{trust=False} \end{cases} \\
+        v &\leftarrow m\, v + \gamma\, \lambda\, (g + \beta w)
+            \qquad (v_0 = 0) \\
+        w &\leftarrow w - v
+
+    :math:`\|\cdot\|` is the Euclidean (Frobenius) norm of the whole tensor, and
+    :math:`\lambda` is the tensor's *local learning rate*: the step's length relative to the
+    weights, :math:`\|\gamma\lambda(g + \beta w)\| \le \gamma\eta\|w\|`, no longer depends on
+    the gradient's scale. With ``momentum=0`` there is no buffer: :math:`w \leftarrow w -
+    \gamma\lambda(g + \beta w)`.
+
+    Note:
+        **Conventions.** The paper's: the global rate :math:`\gamma` is inside the buffer, as
+        in Algorithm 1 (:math:`v_{t+1} = m v_t + \gamma_{t+1}\lambda(g_t + \beta w_t)`), and the
+        denominator is :math:`\|g\| + \beta\|w\|` (a bound on :math:`\|g + \beta w\|`),
+        with no :math:`\epsilon` by default (the paper has none; ``torch-optimizer`` and timm
+        add ``eps=1e-8``). Where either norm is zero the ratio is 1 and the step is
+        :math:`\gamma(g + \beta w)`, as timm's ``Lars`` and SimCLR's LARS do (the paper's
+        formula would freeze a zero tensor forever: :math:`\lambda = 0`). See
+        :class:`book.optim.LARS` for how other implementations differ.
+
+    Args:
+        param: the parameter, updated in place.
+        grad: its gradient (not modified).
+        momentum_buffer: :math:`v` from the previous step, or ``None`` on the first step
+            (then :math:`v_0 = 0`), or when ``momentum=0``.
+        lr, momentum, weight_decay, trust_coefficient, eps: as in :class:`book.optim.LARS`.
+        trust: compute the ratio; ``False`` fixes :math:`\lambda = 1`, which makes the step
+            SGD with momentum (in the paper's form) and an L2 penalty.
+
+    Returns:
+        ``(momentum_buffer, ratio)``: the new buffer (``None`` when ``momentum=0``; the same
+        tensor, updated in place, after the first step) and :math:`\lambda`, a 0-dim tensor
+        of ``param``'s dtype and device.
+
+    Example:
+        >>> p = torch.tensor([3.0, 4.0])                      # ||w|| = 5
+        >>> buf, ratio = lars(p, torch.tensor([0.0, 10.0]), None, lr=1.0, trust_coefficient=0.01)
+        >>> ratio                                              # 0.01 * 5 / 10
+        tensor(0.0050)
+        >>> p                                                  # w - 1.0 * 0.005 * g
+        tensor([3.0000, 3.9500])
+
+    References:
+        Y. You, I. Gitman, B. Ginsburg, "Large batch training of convolutional networks",
+        arXiv:1708.03888, 2017 (Algorithm 1).
+    """
+    if trust:
+        w_norm = torch.linalg.vector_norm(param)  # ||w||
+        g_norm = torch.linalg.vector_norm(grad)  # ||g||
+        ratio = trust_coefficient * w_norm / (g_norm + weight_decay * w_norm + eps)  # eta ||w|| / (||g|| + beta ||w||)
+        ratio = torch.where((w_norm > 0) & (g_norm > 0), ratio, 1.0)  # 1 where a norm is zero
+    else:
+        ratio = torch.ones((), dtype=param.dtype, device=param.device)
+    if weight_decay != 0:
+        update = grad.add(param, alpha=weight_decay)  # g + beta w
+    else:
+        update = grad.clone()
+    update.mul_(ratio * lr)  # gamma lambda (g + beta w)
+    if momentum != 0:
+        if momentum_buffer is None:
+            momentum_buffer = update  # v_1 = m * 0 + gamma lambda (g + beta w)
+        else:
+            momentum_buffer.mul_(momentum).add_(update)  # v <- m v + gamma lambda (g + beta w)
+        update = momentum_buffer
+    param.sub_(update)  # w <- w - v
+    return (momentum_buffer if momentum != 0 else None), ratio
+
+
+@torch.no_grad()
+def lamb(
+    param: Tensor,
+    grad: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    step: Tensor,
+    *,
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-6,
+    weight_decay: float = 0.01,
+    bias_correction: bool = True,
+    clamp: tuple[float, float] | None = (0.0, 10.0),
+    trust: bool = True,
+) -> Tensor:
+    r"""One step of LAMB (layer-wise adaptive moments) on one tensor, as You et al.'s Algorithm 2.
+
+    With :math:`\eta` = ``lr``, :math:`(\beta_1, \beta_2)` = ``betas``, :math:`\epsilon` =
+    ``eps``, :math:`\lambda` = ``weight_decay``, :math:`m` = ``exp_avg``, :math:`v` =
+    ``exp_avg_sq``, :math:`t` = ``step`` (after the increment), :math:`x` = ``param`` and
+    :math:`g` = ``grad``:
+
+    .. math::
+
+        m &\leftarrow \beta_1 m + (1 - \beta_1)\, g, \qquad
+        v \leftarrow \beta_2 v + (1 - \beta_2)\, g \odot g \\
+        \hat m &= m / (1 - \beta_1^t), \qquad \hat v = v / (1 - \beta_2^t)
+            \qquad (\hat m = m,\ \hat v = v \text{ with } \texttt{bias\_correction=False}) \\
+        r &= \hat m \,/\, (\sqrt{\hat v} + \epsilon), \qquad u = r + \lambda x \\
+        \rho &= \begin{cases} \phi(\|x\|) \,/\, \|u\| & \|x\| > 0 \text{ and } \|u\| > 0 \\
+                              1 & \text{otherwise, or with } \texttt{trust=False} \end{cases}
+            \qquad \phi(z) = \min(\max(z, \gamma_l), \gamma_u) \\
+        x &\leftarrow x - \eta\, \rho\, u
+
+    with :math:`(\gamma_l, \gamma_u)` = ``clamp`` (``clamp=None``: :math:`\phi(z) = z`).
+    Away from the edge cases the step has length :math:`\eta\,\phi(\|x\|)` whatever the
+    gradient's scale: Adam gives the direction, the weights' norm the length.
+
+    Note:
+        **Conventions.** The weight decay is *decoupled* (added to the Adam direction
+        :math:`r`, not to the gradient) and *inside* the trust ratio, as in Algorithm 2.
+        :math:`\epsilon` is added outside the square root, to the bias-corrected
+        :math:`\sqrt{\hat v}`. Where :math:`\|x\| = 0` or :math:`\|u\| = 0` the ratio is 1
+        (NVIDIA's FusedLAMB, timm and ``torch-optimizer`` do the same; with
+        :math:`\gamma_l > 0` the paper's formula would give :math:`\gamma_l / \|u\|` at
+        :math:`x = 0`). See :class:`book.optim.LAMB` for the defaults' sources and how other
+        implementations differ.
+
+    Args:
+        param: the parameter, updated in place.
+        grad: its gradient (not modified).
+        exp_avg: :math:`m`, updated in place (starts at zero).
+        exp_avg_sq: :math:`v`, updated in place (starts at zero).
+        step: the number of steps taken so far, a 0-dim tensor incremented in place.
+        lr, betas, eps, weight_decay, bias_correction, clamp: as in :class:`book.optim.LAMB`.
+        trust: compute the ratio; ``False`` fixes :math:`\rho = 1`, which makes the step
+            AdamW's (:math:`x \leftarrow x - \eta(r + \lambda x)`).
+
+    Returns:
+        :math:`\rho`, a 0-dim tensor of ``param``'s dtype and device.
+
+    Example:
+        >>> p, m, v, t = torch.tensor([3.0, 4.0]), torch.zeros(2), torch.zeros(2), torch.tensor(0.0)
+        >>> ratio = lamb(p, torch.tensor([1.0, -1.0]), m, v, t, lr=0.1, weight_decay=0.0)
+        >>> ratio                              # ||x|| / ||r|| = 5 / sqrt(2): r ~ sign(g) at t = 1
+        tensor(3.5355)
+        >>> p                                  # a step of length lr * ||x|| = 0.5
+        tensor([2.6464, 4.3536])
+
+    References:
+        Y. You, J. Li, S. Reddi, J. Hseu, S. Kumar, S. Bhojanapalli, X. Song, J. Demmel,
+        K. Keutzer, C.-J. Hsieh, "Large batch optimization for deep learning: training BERT
+        in 76 minutes", ICLR 2020, arXiv:1904.00962 (Algorithm 2).
+    """
+    beta1, beta2 = betas
+    step += 1  # t <- t + 1
+    t = step.item()
+    exp_avg.lerp_(grad, 1 - beta1)  # m <- beta1 m + (1 - beta1) g
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)  # v <- beta2 v + (1 - beta2) g^2
+    if bias_correction:
+        m_hat = exp_avg / (1 - beta1**t)  # m / (1 - beta1^t)
+        v_hat = exp_avg_sq / (1 - beta2**t)  # v / (1 - beta2^t)
+    else:
+        m_hat, v_hat = exp_avg, exp_avg_sq
+    update = m_hat / v_hat.sqrt().add_(eps)  # r = mhat / (sqrt(vhat) + eps)
+    if weight_decay != 0:
+        update.add_(param, alpha=weight_decay)  # u = r + lambda x
+    if trust:
+        w_norm = torch.linalg.vector_norm(param)  # ||x||
+        u_norm = torch.linalg.vector_norm(update)  # ||u||
+        phi = w_norm if clamp is None else w_norm.clamp(clamp[0], clamp[1])  # phi(||x||)
+        ratio = torch.where((w_norm > 0) & (u_norm > 0), phi / u_norm, 1.0)  # 1 where a norm is zero
+    else:
+        ratio = torch.ones((), dtype=param.dtype, device=param.device)
+    param.sub_(update.mul_(ratio * lr))  # x <- x - eta rho u
+    return ratio
