@@ -65,6 +65,14 @@ def dense_grad(p: Tensor, name: str) -> Tensor:
     return p.grad
 
 
+def evaluate_closure(closure: Callable[[], Tensor] | None) -> Tensor | None:
+    """The loss ``closure()`` returns, computed with gradients on (a step runs under ``no_grad``); ``None`` without one."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class ListOptimizer(Optimizer):
     """A ``torch.optim.Optimizer`` whose step hands each group's tensors, as lists, to one kernel.
 
@@ -83,10 +91,7 @@ class ListOptimizer(Optimizer):
         Parameters whose ``.grad`` is ``None`` are skipped (their state is untouched).
         Returns the closure's loss, or ``None`` without a closure.
         """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             lists = self._init_group(group)
             if not lists[0]:

@@ -27,7 +27,7 @@ from torch.optim import Optimizer
 
 from book import checks
 from book.optim import functional as F
-from book.optim._base import step_counter
+from book.optim._base import evaluate_closure, step_counter
 
 __all__ = ["LARS", "LAMB"]
 
@@ -197,10 +197,7 @@ class LARS(Optimizer):
         Parameters whose ``.grad`` is ``None`` are skipped (their state is untouched).
         Returns the closure's loss, or ``None`` without a closure.
         """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
@@ -390,10 +387,7 @@ class LAMB(Optimizer):
         Parameters whose ``.grad`` is ``None`` are skipped (their state, step count included,
         is untouched). Returns the closure's loss, or ``None`` without a closure.
         """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             clamp = _check_clamp(group["clamp"])  # a group may set its own
             for p in group["params"]:

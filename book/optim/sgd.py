@@ -10,7 +10,7 @@ from torch.optim import Optimizer
 from book import checks
 from book.optim import compiled as _compiled
 from book.optim import functional as F
-from book.optim._base import dense_grad, single_tensor_loop, use_foreach
+from book.optim._base import dense_grad, evaluate_closure, single_tensor_loop, use_foreach
 
 __all__ = ["SGD"]
 
@@ -192,10 +192,7 @@ class SGD(Optimizer):
         Parameters whose ``.grad`` is ``None`` are skipped (their state is untouched).
         Returns the closure's loss, or ``None`` without a closure.
         """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             params, grads, momentum_buffers = self._init_group(group)
             if not params:
