@@ -308,7 +308,7 @@ class LAMB(Optimizer):
             with LAMB, and timm's and FusedLAMB's default).
         bias_correction: divide the moments by :math:`1 - \beta^t` (default True).
         clamp: :math:`(\gamma_l, \gamma_u)` with :math:`0 \le \gamma_l \le \gamma_u`, the
-            bounds of :math:`\phi`, or ``None`` for :math:`\phi(z) = z` (default ``(0.0, 10.0)``).
+            bounds of :math:`\phi`, or ``None`` for :math:`\phi(z) = z`, no clamp (default ``None``).
         exclude_1d: leave tensors with ``ndim <= 1`` out of the ratio and the weight decay
             (default True). A group option, like the others.
         trust: compute the ratio for this group's (non-excluded) tensors (default True).
