@@ -16,7 +16,8 @@ import pytest
 BOOK = Path(__file__).resolve().parent.parent / "book"
 KERNELS = sorted([*(BOOK / "optim").glob("*.py"), *(BOOK / "practice").glob("*.py"),
                   *(BOOK / f"{name}.py" for name in
-                    ("schedules", "losses", "normalization", "regularization", "gd", "landscapes", "checks", "utils"))])
+                    ("schedules", "losses", "normalization", "regularization", "gd", "landscapes", "precision", "scaling",
+                     "checks", "utils"))])
 ABOVE = {"train", "data", "plotting", "widgets", "grading"}
 
 

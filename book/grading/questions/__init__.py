@@ -13,7 +13,7 @@ from functools import lru_cache
 from book.grading.core import Question
 
 MODULES = ["landscapes", "gradient_descent", "sgd", "momentum", "adaptive", "schedules", "losses", "regularization",
-           "normalization", "practice"]
+           "normalization", "practice", "scaling"]
 
 
 @lru_cache(maxsize=None)
