@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from book import _bookbuild
+from book import _bookbuild, _theme
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb"))
@@ -89,6 +89,33 @@ def test_chapter_follows_the_pattern(path):
     assert f"exercises/{path.stem}.ipynb" in md, "each chapter points to its exercises"
 
 
+@pytest.mark.parametrize(
+    "text, pieces",
+    [
+        ("rate $O(1/k^2)$.", [(False, "rate "), (True, "O(1/k^2)"), (False, ".")]),
+        ("$O(1/k^2)$", [(True, "O(1/k^2)")]),
+        ("costs $5 and $10", [(False, "costs $5 and $10")]),
+        (r"an escaped \$ sign", [(False, r"an escaped \$ sign")]),
+    ],
+)
+def test_bibliography_math_is_split_out_of_the_text(text, pieces):
+    assert _theme.split_dollar_math(text) == pieces
+
+
+def test_a_script_registered_twice_is_included_once():
+    """Sphinx 7.4 adds an inline script as file name None and again as "" (sphinx-thebe's
+    `const THEBE_JS_URL`, declared twice: a console error on every page)."""
+    from sphinx.builders.html._assets import _JavaScript
+
+    thebe = 'const THEBE_JS_URL = "x"'
+    scripts = [_JavaScript("_static/a.js"), _JavaScript(None, body=thebe), _JavaScript("", body=thebe),
+               _JavaScript("_static/a.js"), _JavaScript("", body="other")]
+    context = {"script_files": scripts}
+    _theme.dedupe_scripts(None, "page", "page.html", context, None)
+    assert [(str(js.filename or ""), js.attributes.get("body")) for js in context["script_files"]] == [
+        ("_static/a.js", None), ("", thebe), ("", "other")]
+
+
 def _nbval_executions(session) -> dict[Path, tuple[object, float]]:
     """Notebooks that nbval executed in this session with every cell passing."""
     by_notebook: dict[Path, list] = {}
@@ -151,6 +178,16 @@ def test_book_builds_without_warnings(request):
         assert numbered == placed > 0, f"{chapter.name}: {placed} glue:figure directives but {numbered} numbered figures"
         # the math is typeset by the site's own copy of MathJax (book/_mathjax.py), not a CDN
         assert '_static/mathjax/MathJax.js' in page and "cdn.jsdelivr" not in page, chapter.name
+        # each script once (book/_theme.py; a second `const THEBE_JS_URL` is a console error)
+        assert page.count("const THEBE_JS_URL") <= 1, f"{chapter.name}: thebe's configuration twice"
+        # the download button gives the executed notebook, outputs included (book/_theme.py)
+        download = json.loads((html / "_sources" / "chapters" / chapter.name).read_text())
+        assert any(c.get("outputs") for c in download["cells"] if c["cell_type"] == "code"), (
+            f"{chapter.name}: the notebook the page offers for download has no outputs")
     assert (html / "_static" / "mathjax" / "MathJax.js").is_file()
+    # TeX in a .bib title is typeset on the bibliography page, by the site's MathJax
+    if "$" in (ROOT / "chapters" / "references.bib").read_text():
+        bibliography = (html / "chapters" / "bibliography.html").read_text()
+        assert 'class="math' in bibliography and "_static/mathjax/MathJax.js" in bibliography
     assert (html / "_static" / "mathjax" / "fonts" / "HTML-CSS" / "STIX-Web" / "woff").is_dir()
     assert not slow, f"chapters over the {CHAPTER_TIME_LIMIT_S:.0f} s budget: {slow}"
