@@ -62,6 +62,26 @@ def test_chapter_slugs_match_across_folders():
             assert p.stem in slugs, f"{folder}/{p.name} has no chapter chapters/{p.name}"
 
 
+def _title(path: Path) -> str:
+    nb = json.loads(path.read_text())
+    return "".join(nb["cells"][0]["source"]).splitlines()[0] if nb["cells"] else ""
+
+
+SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=[p.name for p in SOLUTIONS])
+def test_solution_and_exercise_pages_have_their_own_titles(path):
+    """The sidebar and the search show both pages: "Solutions for chapter N: ..." in the
+    appendix, "Exercises for chapter N: ..." (written by `make exercises`) among the exercises."""
+    from book.grading.exercises import EXERCISES_TITLE, SOLUTIONS_TITLE
+
+    title = _title(path)
+    assert title.startswith(SOLUTIONS_TITLE), f"solutions/{path.name} starts {title!r}, not {SOLUTIONS_TITLE!r}..."
+    exercise = ROOT / "exercises" / path.name
+    assert _title(exercise) == EXERCISES_TITLE + title[len(SOLUTIONS_TITLE):], "run `make exercises`"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[str(p.relative_to(ROOT)) for p in NOTEBOOKS])
 def test_notebook_committed_without_outputs(path):
     nb = json.loads(path.read_text())
