@@ -338,8 +338,7 @@ _NAVIGATION = r"""
   const article = document.querySelector('.bd-article');
   const links = article ? [...article.querySelectorAll('a[href]')]
       .filter(a => new URL(a.href).origin === location.origin)
-      .map(a => ({href: a.href, text: (a.textContent || '').replace(/\s+/g, ' ').trim().slice(0, 60),
-                  citation: !!a.closest('.cite, span[role="doc-biblioref"]') || a.getAttribute('role') === 'doc-biblioref'}))
+      .map(a => ({href: a.href, text: (a.textContent || '').replace(/\s+/g, ' ').trim().slice(0, 60)}))
       : [];
   const ids = [...document.querySelectorAll('[id]')].map(e => e.id);
   const bibliography = [...document.querySelectorAll('.citation[id], [role="doc-biblioentry"][id]')].map(e => e.id);
@@ -371,7 +370,6 @@ class SiteCheck:
         self.host = urlsplit(base).netloc
         self.info: dict[str, PageInfo] = {}
         self.baselines: list[float] = []
-        self.scrolling_code: dict[str, int] = Counter()
         self.contexts = {}
         for width, viewport in VIEWPORTS.items():
             phone = width == "phone"
@@ -526,8 +524,6 @@ class SiteCheck:
                              f"scrolls sideways inside {item['by']} but shows no scrollbar")
         rep.ok("overflow", o["checked"] - len(o["clipped"]))
         code = sum(1 for s in o["scrolls"] if s["code"])
-        if code:
-            self.scrolling_code[width] += code
         stats = self.report.stats.setdefault("scrolling", Counter())
         stats[f"{width} code"] += code
         stats[f"{width} other"] += len(o["scrolls"]) - code
