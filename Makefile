@@ -8,11 +8,12 @@ STAMP  := $(VENV)/.installed
 JB     := $(VENV)/bin/jupyter-book
 
 .DEFAULT_GOAL := help
-.PHONY: help install book test claims lab clean exercises grade bench
+.PHONY: help install book test test-site claims lab clean exercises grade bench
 
 help:
 	@echo "make book    build the HTML book into _build/html (executes chapters, cached)"
 	@echo "make test    run the whole test suite (kernels, notebooks, book build)"
+	@echo "make test-site  build the book, then open every page in Chromium and check what a reader sees"
 	@echo "make claims  run every chapter under 5 other seeds, 1 and 2 threads (CHAPTERS=06,08 for some; JOBS=2)"
 	@echo "make lab     open JupyterLab on the repository"
 	@echo "make exercises  regenerate exercises/ from solutions/"
@@ -37,6 +38,12 @@ book: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The built book in a real browser (Debian's Chromium, driven by Playwright): every page at 1,280
+# and 390 px; screenshots and a report in _build/site-check/. Without Chromium it fails with the
+# command that installs it.
+test-site: book
+	$(PY) -m book._sitecheck _build/html
 
 # The perturbation harness: every chapter under seed offsets 1-5, and offset 0 with one and two threads.
 claims: $(STAMP)

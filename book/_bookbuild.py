@@ -23,6 +23,9 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
 FINGERPRINT_FILE = "book-sources.sha256"
+# The build and check tools: no chapter imports them, so editing one leaves the chapters' outputs
+# as they were and must not send every chapter through execution again.
+BUILD_TOOLS = ("_bookbuild.py", "_claims.py", "_mathjax.py", "_sitecheck.py", "_theme.py")
 
 
 def cache_dir(root: Path) -> Path:
@@ -31,10 +34,11 @@ def cache_dir(root: Path) -> Path:
 
 
 def library_fingerprint(package: Path = PACKAGE) -> str:
-    """A SHA-256 over the path and contents of every ``.py`` file in the package."""
+    """A SHA-256 over the path and contents of every ``.py`` file in the package
+    (the build tools in :data:`BUILD_TOOLS` left out)."""
     h = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
-        if "__pycache__" in path.parts:
+        if "__pycache__" in path.parts or path.relative_to(package).as_posix() in BUILD_TOOLS:
             continue
         h.update(path.relative_to(package).as_posix().encode())
         h.update(b"\0")

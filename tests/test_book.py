@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from book import _bookbuild
+from book import _bookbuild, _theme
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb"))
@@ -62,6 +62,26 @@ def test_chapter_slugs_match_across_folders():
             assert p.stem in slugs, f"{folder}/{p.name} has no chapter chapters/{p.name}"
 
 
+def _title(path: Path) -> str:
+    nb = json.loads(path.read_text())
+    return "".join(nb["cells"][0]["source"]).splitlines()[0] if nb["cells"] else ""
+
+
+SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=[p.name for p in SOLUTIONS])
+def test_solution_and_exercise_pages_have_their_own_titles(path):
+    """The sidebar and the search show both pages: "Solutions for chapter N: ..." in the
+    appendix, "Exercises for chapter N: ..." (written by `make exercises`) among the exercises."""
+    from book.grading.exercises import EXERCISES_TITLE, SOLUTIONS_TITLE
+
+    title = _title(path)
+    assert title.startswith(SOLUTIONS_TITLE), f"solutions/{path.name} starts {title!r}, not {SOLUTIONS_TITLE!r}..."
+    exercise = ROOT / "exercises" / path.name
+    assert _title(exercise) == EXERCISES_TITLE + title[len(SOLUTIONS_TITLE):], "run `make exercises`"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[str(p.relative_to(ROOT)) for p in NOTEBOOKS])
 def test_notebook_committed_without_outputs(path):
     nb = json.loads(path.read_text())
@@ -87,6 +107,33 @@ def test_chapter_follows_the_pattern(path):
     assert "{cite}" in md, "each chapter cites its sources"
     assert re.search(r"^## Takeaways", md, flags=re.M)
     assert f"exercises/{path.stem}.ipynb" in md, "each chapter points to its exercises"
+
+
+@pytest.mark.parametrize(
+    "text, pieces",
+    [
+        ("rate $O(1/k^2)$.", [(False, "rate "), (True, "O(1/k^2)"), (False, ".")]),
+        ("$O(1/k^2)$", [(True, "O(1/k^2)")]),
+        ("costs $5 and $10", [(False, "costs $5 and $10")]),
+        (r"an escaped \$ sign", [(False, r"an escaped \$ sign")]),
+    ],
+)
+def test_bibliography_math_is_split_out_of_the_text(text, pieces):
+    assert _theme.split_dollar_math(text) == pieces
+
+
+def test_a_script_registered_twice_is_included_once():
+    """Sphinx 7.4 adds an inline script as file name None and again as "" (sphinx-thebe's
+    `const THEBE_JS_URL`, declared twice: a console error on every page)."""
+    from sphinx.builders.html._assets import _JavaScript
+
+    thebe = 'const THEBE_JS_URL = "x"'
+    scripts = [_JavaScript("_static/a.js"), _JavaScript(None, body=thebe), _JavaScript("", body=thebe),
+               _JavaScript("_static/a.js"), _JavaScript("", body="other")]
+    context = {"script_files": scripts}
+    _theme.dedupe_scripts(None, "page", "page.html", context, None)
+    assert [(str(js.filename or ""), js.attributes.get("body")) for js in context["script_files"]] == [
+        ("_static/a.js", None), ("", thebe), ("", "other")]
 
 
 def _nbval_executions(session) -> dict[Path, tuple[object, float]]:
@@ -151,6 +198,16 @@ def test_book_builds_without_warnings(request):
         assert numbered == placed > 0, f"{chapter.name}: {placed} glue:figure directives but {numbered} numbered figures"
         # the math is typeset by the site's own copy of MathJax (book/_mathjax.py), not a CDN
         assert '_static/mathjax/MathJax.js' in page and "cdn.jsdelivr" not in page, chapter.name
+        # each script once (book/_theme.py; a second `const THEBE_JS_URL` is a console error)
+        assert page.count("const THEBE_JS_URL") <= 1, f"{chapter.name}: thebe's configuration twice"
+        # the download button gives the executed notebook, outputs included (book/_theme.py)
+        download = json.loads((html / "_sources" / "chapters" / chapter.name).read_text())
+        assert any(c.get("outputs") for c in download["cells"] if c["cell_type"] == "code"), (
+            f"{chapter.name}: the notebook the page offers for download has no outputs")
     assert (html / "_static" / "mathjax" / "MathJax.js").is_file()
+    # TeX in a .bib title is typeset on the bibliography page, by the site's MathJax
+    if "$" in (ROOT / "chapters" / "references.bib").read_text():
+        bibliography = (html / "chapters" / "bibliography.html").read_text()
+        assert 'class="math' in bibliography and "_static/mathjax/MathJax.js" in bibliography
     assert (html / "_static" / "mathjax" / "fonts" / "HTML-CSS" / "STIX-Web" / "woff").is_dir()
     assert not slow, f"chapters over the {CHAPTER_TIME_LIMIT_S:.0f} s budget: {slow}"

@@ -7,6 +7,10 @@ The answers between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` are replaced
 a stub by nbgrader's own ``ClearSolutions`` preprocessor, and outputs are removed by
 its ``ClearOutput``, so the solution notebooks work unchanged as an nbgrader
 assignment's source. (nbgrader is imported only here: it is slow to import.)
+
+The two are different pages of the book, so they have different titles: a solution
+notebook starts ``# Solutions for chapter N: ...`` and its exercise notebook
+``# Exercises for chapter N: ...``, the one change made here besides nbgrader's.
 """
 
 from __future__ import annotations
@@ -16,6 +20,15 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+SOLUTIONS_TITLE = "# Solutions for chapter "
+EXERCISES_TITLE = "# Exercises for chapter "
+
+
+def retitle(nb) -> None:
+    """Turn a solution notebook's title into its exercise notebook's (in place)."""
+    first = nb.cells[0] if nb.cells else None
+    if first is not None and first.cell_type == "markdown" and first.source.startswith(SOLUTIONS_TITLE):
+        first.source = EXERCISES_TITLE + first.source[len(SOLUTIONS_TITLE):]
 
 
 def generate(solution: Path):
@@ -27,6 +40,7 @@ def generate(solution: Path):
     resources: dict = {}
     nb, resources = ClearSolutions(enforce_metadata=True).preprocess(nb, resources)
     nb, resources = ClearOutput().preprocess(nb, resources)
+    retitle(nb)
     return nb
 
 
