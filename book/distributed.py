@@ -758,9 +758,10 @@ def time_allreduce(rank: int, world_size: int, numels: Sequence[int] = (1_000, 1
     bandwidth :math:`\beta` for large ones.
 
     Returns:
-        One ``{"numel", "bytes", "seconds", "algbw", "busbw"}`` per size: the median seconds
-        on this rank, ``bytes / seconds`` and the bus bandwidth ``2 (P-1)/P * bytes / seconds``
-        (bytes per second; what nccl-tests report).
+        One ``{"numel", "bytes", "seconds", "min_seconds", "algbw", "busbw"}`` per size: the
+        median seconds on this rank, the fastest call (what the machine can do when nothing
+        else competes for it: other load only adds time), ``bytes / seconds`` and the bus
+        bandwidth ``2 (P-1)/P * bytes / seconds`` (bytes per second; what nccl-tests report).
     """
     dev = _device()
     esize = torch.empty((), dtype=dtype).element_size()
@@ -779,14 +780,14 @@ def time_allreduce(rank: int, world_size: int, numels: Sequence[int] = (1_000, 1
             times.append(time.perf_counter() - start)
         sec = statistics.median(times)
         nbytes = n * esize
-        rows.append({"numel": n, "bytes": nbytes, "seconds": sec, "algbw": nbytes / sec,
+        rows.append({"numel": n, "bytes": nbytes, "seconds": sec, "min_seconds": min(times), "algbw": nbytes / sec,
                      "busbw": 2 * (world_size - 1) / world_size * nbytes / sec})
     return rows
 
 
 def compare_methods(rank: int, world_size: int, X: Tensor, y: Tensor, sizes: Sequence[int] = (64, 64, 64, 10),
                     lr: float = 0.1, steps: int = 5, batch_size: int = 64, seed: int = 0, accumulate: int = 2,
-                    adam_lr: float = 1e-3, numels: Sequence[int] = (1_000, 100_000)) -> dict:
+                    adam_lr: float = 1e-3, numels: Sequence[int] = (1_000, 100_000), repeats: int = 5) -> dict:
     """Every worker of this module in one launch (one process start-up instead of six).
 
     Returns ``{"shard": this rank's indices of a batch_size batch, "by_hand": ..., "by_hand_flat": ...,
@@ -803,7 +804,7 @@ def compare_methods(rank: int, world_size: int, X: Tensor, y: Tensor, sizes: Seq
         "ddp_accumulate": train_ddp(rank, world_size, *common, accumulate, True),
         "ddp_accumulate_sync": train_ddp(rank, world_size, *common, accumulate, False),
         "zero": train_zero(rank, world_size, X, y, sizes, adam_lr, steps, batch_size, seed),
-        "allreduce": time_allreduce(rank, world_size, numels),
+        "allreduce": time_allreduce(rank, world_size, numels, repeats),
     }
 
 

@@ -217,6 +217,7 @@ def test_allreduce_timings_are_positive(launched):
         rows = r["methods"]["allreduce"]
         assert [row["numel"] for row in rows] == [1_000, 100_000]
         assert all(row["bytes"] == 4 * row["numel"] and 0 < row["seconds"] < 5 for row in rows)
+        assert all(0 < row["min_seconds"] <= row["seconds"] for row in rows)
 
 
 # ---------------------------------------------------------------------------
