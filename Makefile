@@ -8,12 +8,13 @@ STAMP  := $(VENV)/.installed
 JB     := $(VENV)/bin/jupyter-book
 
 .DEFAULT_GOAL := help
-.PHONY: help install book test test-site claims lab clean exercises grade bench
+.PHONY: help install book test test-site test-lab claims lab clean exercises grade bench
 
 help:
 	@echo "make book    build the HTML book into _build/html (executes chapters, cached)"
 	@echo "make test    run the whole test suite (kernels, notebooks, book build)"
 	@echo "make test-site  build the book, then open every page in Chromium and check what a reader sees"
+	@echo "make test-lab   open a chapter in JupyterLab in Chromium: MyST rendered, cells run, an explorer redraws (CHAPTER=06)"
 	@echo "make claims  run every chapter under 5 other seeds, 1 and 2 threads (CHAPTERS=06,08 for some; JOBS=2)"
 	@echo "make lab     open JupyterLab on the repository"
 	@echo "make exercises  regenerate exercises/ from solutions/"
@@ -44,6 +45,13 @@ test: $(STAMP)
 # command that installs it.
 test-site: book
 	$(PY) -m book._sitecheck _build/html
+
+# A chapter in a real JupyterLab (jupyterlab-myst), driven through Chromium like test-site: its markdown
+# rendered as MyST, Run All Cells from the menu, an explorer's slider redrawing its figure; screenshots
+# and a report in _build/lab-check/. It needs no built book. Without Chromium it fails with the command
+# that installs it.
+test-lab: $(STAMP)
+	$(PY) -m book._labcheck $(if $(CHAPTER),--chapter $(CHAPTER))
 
 # The perturbation harness: every chapter under seed offsets 1-5, and offset 0 with one and two threads.
 claims: $(STAMP)
