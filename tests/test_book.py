@@ -166,6 +166,36 @@ def test_the_run_box_states_only_measured_times():
     assert "Not measured" in unmeasured and " s from the first cell" not in unmeasured
 
 
+def _heading_slugs(notebook: Path) -> set[str]:
+    from myst_parser.mdit_to_docutils.base import default_slugify
+
+    nb = json.loads(notebook.read_text())
+    slugs = set()
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "markdown":
+            for level, title in re.findall(r"^(#{1,3}) (.+)$", "".join(cell["source"]), flags=re.M):
+                slugs.add(default_slugify(re.sub(r"`([^`]*)`", r"\1", title.strip())))
+    return slugs
+
+
+@pytest.mark.parametrize("page", ["notation.md", "glossary.md"])
+def test_notation_and_glossary_link_to_sections_that_exist(page):
+    """Each symbol and term links to the section that defines it (`myst_heading_anchors` makes the slugs)."""
+    text = (ROOT / "chapters" / page).read_text()
+    links = re.findall(r"\]\((\d\d_[a-z0-9_]+)\.ipynb#([a-z0-9-]+)\)", text)
+    assert len(links) > 30, f"{page}: only {len(links)} links to chapter sections"
+    missing = sorted({f"{nb}#{slug}" for nb, slug in links if slug not in _heading_slugs(ROOT / "chapters" / f"{nb}.ipynb")})
+    assert not missing, f"{page} links to headings that do not exist: {missing}"
+
+
+def test_the_glossary_defines_30_to_60_terms():
+    body = (ROOT / "chapters" / "glossary.md").read_text().split("```{glossary}", 1)[1].split("\n```", 1)[0]
+    definitions = [block for block in body.split("\n\n") if block.strip() and not block.strip().startswith(":")]
+    assert 30 <= len(definitions) <= 60, len(definitions)
+    for block in definitions:
+        assert re.search(r"Chapter \d+", block), f"no chapter given for {block.splitlines()[0]!r}"
+
+
 def _nbval_executions(session) -> dict[Path, tuple[object, float]]:
     """Notebooks that nbval executed in this session with every cell passing."""
     by_notebook: dict[Path, list] = {}
