@@ -25,7 +25,7 @@ PACKAGE = Path(__file__).resolve().parent
 FINGERPRINT_FILE = "book-sources.sha256"
 # The build and check tools: no chapter imports them, so editing one leaves the chapters' outputs
 # as they were and must not send every chapter through execution again.
-BUILD_TOOLS = ("_bookbuild.py", "_claims.py", "_mathjax.py", "_runbox.py", "_sitecheck.py", "_theme.py")
+BUILD_TOOLS = ("_bookbuild.py", "_claims.py", "_mathjax.py", "_pdf.py", "_runbox.py", "_sitecheck.py", "_theme.py")
 
 
 def cache_dir(root: Path) -> Path:

@@ -28,6 +28,7 @@ from datetime import datetime
 from pathlib import PurePosixPath
 
 from docutils import nodes
+from sphinx import addnodes
 from sphinx.transforms.post_transforms import SphinxPostTransform
 from sphinx.util.docutils import SphinxDirective
 
@@ -112,8 +113,12 @@ def run_box(docname: str, data: dict | None, device: str | None, cores: int | No
         " (it creates the environment on first use), then open ", ("code", notebook),
         " and run all cells. In the book's environment (the ", ("code", ".venv"),
         " that make creates, or the conda environment ", ("code", "optdl"), "): ",
-        ("code", f"jupyter lab {notebook}"), ". The download button at the top of this page gives the "
-        "notebook with the outputs shown here.")
+        ("code", f"jupyter lab {notebook}"), ".")
+    # on the site only (the PDF has no download button)
+    download = addnodes.only(expr="html")
+    download += _paragraph("The download button at the top of this page gives the notebook with the outputs "
+                           "shown here.")
+    box += download
     box += _paragraph(
         ("strong", "CPU or GPU."), " A CPU is enough. Where there is a CUDA GPU (or Apple's MPS) the "
         "chapter computes there, as ", ("code", "book.utils.device()"), " decides. Set ",

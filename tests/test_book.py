@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from book import _bookbuild, _runbox, _theme
+from book import _bookbuild, _pdf, _runbox, _theme
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb"))
@@ -166,6 +166,16 @@ def test_the_run_box_states_only_measured_times():
     assert "Not measured" in unmeasured and " s from the first cell" not in unmeasured
 
 
+@pytest.mark.parametrize("title, stripped", [("1. Optimization and deep learning", "Optimization and deep learning"),
+                                              ("11. Scaling out", "Scaling out"), ("Notation", "Notation")])
+def test_the_pdf_numbers_each_chapter_once(title, stripped):
+    """LaTeX numbers chapters itself, so the PDF drops the number the title carries for the site."""
+    from docutils import nodes
+
+    node = nodes.title("", title)
+    assert _pdf.strip_number(node) == (title != stripped) and node.astext() == stripped
+
+
 def _heading_slugs(notebook: Path) -> set[str]:
     from myst_parser.mdit_to_docutils.base import default_slugify
 
@@ -277,7 +287,7 @@ def test_book_builds_without_warnings(request):
     intro = (html / "chapters" / "intro.html").read_text()
     table = intro[intro.find('class="chapter-run-times'):]
     table = table[:table.find("</table>")]
-    assert len(re.findall(r"\d+ s</p>", table)) == len(CHAPTERS) and "not executed" not in table, "intro: run times"
+    assert len(re.findall(r"[\d.]+ s</p>", table)) == len(CHAPTERS) and "not executed" not in table, "intro: run times"
     assert (html / "_static" / "mathjax" / "MathJax.js").is_file()
     # TeX in a .bib title is typeset on the bibliography page, by the site's MathJax
     if "$" in (ROOT / "chapters" / "references.bib").read_text():
