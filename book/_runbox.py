@@ -9,7 +9,8 @@ myst-nb recorded for this page in this build, either measured just now or stored
 executed notebook in the execution cache (``_build/.jupyter_cache``) when the chapter was
 last executed, by the build or by the test suite's nbval run (``tests/test_book.py`` hands
 those executions to the cache with their measured seconds). The device is read from the
-chapter's own set-up cell, which prints ``computing on: ...``. So the box can only be as old
+chapter's own set-up cell, which prints ``computing on: ...``. The time covers the whole execution
+in a fresh kernel, the kernel's start included. So the box can only be as old
 as the outputs the page shows.
 
 The directive ``{chapter-run-times}`` puts the same measurements for all chapters in one
@@ -22,10 +23,11 @@ The box is built from docutils nodes, so the HTML and the LaTeX (PDF) builds bot
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from datetime import datetime
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from docutils import nodes
 from sphinx import addnodes
@@ -98,7 +100,7 @@ def run_time_sentence(data: dict | None, device: str | None, cores: int | None) 
     details = [d for d in details if d]
     if details:
         machine += " (" + ", ".join(details) + ")"
-    return (("strong", "Run time."), f" {format_seconds(data['runtime'])} from the first cell to the last, "
+    return (("strong", "Run time."), f" {format_seconds(data['runtime'])} to run all its cells in a fresh kernel, "
             f"measured on {machine} when it executed this chapter on {format_day(data['mtime'])}. "
             "Every chapter runs in under a minute on two CPU cores, and the test suite checks it.")
 
@@ -219,10 +221,17 @@ class ChapterRunTimesTable(SphinxPostTransform):
             placeholder.replace_self(table)
 
 
+def source_version() -> int:
+    """A number that changes with this file: Sphinx reads every page again when an extension's
+    ``env_version`` changes, so an edit of the box reaches pages whose sources did not change."""
+    return int(hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:8], 16)
+
+
 def setup(app):
     app.connect("doctree-read", add_run_box)
     app.add_node(ChapterRunTimesNode)
     app.add_directive("chapter-run-times", ChapterRunTimes)
     app.connect("env-updated", pages_with_tables)
     app.add_post_transform(ChapterRunTimesTable)
-    return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
+    return {"version": "1", "env_version": source_version(), "parallel_read_safe": True,
+            "parallel_write_safe": True}
