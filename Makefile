@@ -8,10 +8,11 @@ STAMP  := $(VENV)/.installed
 JB     := $(VENV)/bin/jupyter-book
 
 .DEFAULT_GOAL := help
-.PHONY: help install book test test-site test-lab claims lab clean exercises grade bench
+.PHONY: help install book pdf tex test test-site test-lab claims lab clean exercises grade bench
 
 help:
 	@echo "make book    build the HTML book into _build/html (executes chapters, cached)"
+	@echo "make pdf     build the whole book as one PDF, _build/latex/book.pdf (installs TeX from Debian on first use)"
 	@echo "make test    run the whole test suite (kernels, notebooks, book build)"
 	@echo "make test-site  build the book, then open every page in Chromium and check what a reader sees"
 	@echo "make test-lab   open a chapter in JupyterLab in Chromium: MyST rendered, cells run, an explorer redraws (CHAPTER=06)"
@@ -36,6 +37,33 @@ book: $(STAMP)
 	@echo ""
 	@echo "The book is built. Open it in a browser:"
 	@echo "    file://$(CURDIR)/_build/html/index.html"
+
+# The printable book: Jupyter Book's LaTeX builder, typeset by XeLaTeX (the chapters' text is
+# Unicode: Greek letters, arrows, minus signs) with TeX from Debian's packages, which `make tex`
+# installs when they are missing (as root, through apt-get; it fails with the command otherwise).
+TEX_PACKAGES := latexmk texlive-xetex texlive-latex-recommended texlive-latex-extra \
+                texlive-fonts-recommended texlive-fonts-extra fonts-freefont-otf \
+                fonts-dejavu-core
+TEX_PROGRAMS := latexmk xelatex
+
+tex:
+	@missing=""; for p in $(TEX_PROGRAMS); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	kpsewhich bbm.sty >/dev/null 2>&1 || missing="$$missing bbm.sty"; \
+	for f in FreeSerif "DejaVu Sans Mono"; do fc-list 2>/dev/null | grep -q "$$f" || missing="$$missing $$f"; done; \
+	[ -z "$$missing" ] && exit 0; \
+	echo "make tex: installing TeX from Debian's packages (missing:$$missing)"; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "make tex: cannot install it here; as root on Debian or Ubuntu run:" >&2; \
+	  echo "    apt-get update && apt-get install -y --no-install-recommends $(TEX_PACKAGES)" >&2; exit 1; fi; \
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TEX_PACKAGES) >/dev/null
+
+pdf: $(STAMP) tex
+	@$(PY) -m book._bookbuild .
+	@rm -f _build/latex/book.fdb_latexmk  # latexmk's record of a failed run would skip the next one
+	$(JB) build . --builder pdflatex
+	@echo ""
+	@echo "The PDF is built: $(CURDIR)/_build/latex/book.pdf"
 
 test: $(STAMP)
 	$(PY) -m pytest

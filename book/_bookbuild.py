@@ -25,7 +25,8 @@ PACKAGE = Path(__file__).resolve().parent
 FINGERPRINT_FILE = "book-sources.sha256"
 # The build and check tools: no chapter imports them, so editing one leaves the chapters' outputs
 # as they were and must not send every chapter through execution again.
-BUILD_TOOLS = ("_bookbuild.py", "_claims.py", "_labcheck.py", "_mathjax.py", "_sitecheck.py", "_theme.py")
+BUILD_TOOLS = ("_bookbuild.py", "_claims.py", "_labcheck.py", "_mathjax.py", "_pdf.py", "_runbox.py", "_sitecheck.py",
+               "_theme.py")
 
 
 def cache_dir(root: Path) -> Path:
@@ -58,6 +59,9 @@ def sync_cache(root: Path) -> bool:
     stale = stamp.exists() and stamp.read_text().strip() != current
     if stale or (cache.exists() and not stamp.exists()):
         shutil.rmtree(cache, ignore_errors=True)
+        # Sphinx re-reads only the sources whose files changed, so without this an unchanged
+        # chapter would keep the outputs (and run time) of the old library in its stored doctree.
+        shutil.rmtree(cache.parent / ".doctrees", ignore_errors=True)
         emptied = True
     else:
         emptied = False

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from book import _bookbuild, _theme
+from book import _bookbuild, _pdf, _runbox, _theme
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb"))
@@ -136,6 +136,77 @@ def test_a_script_registered_twice_is_included_once():
         ("_static/a.js", None), ("", thebe), ("", "other")]
 
 
+@pytest.mark.parametrize("seconds, text", [(7.25, "7.2 s"), (21.79, "22 s"), (59.6, "1 min 0 s"), (75, "1 min 15 s")])
+def test_run_times_are_written_for_readers(seconds, text):
+    assert _runbox.format_seconds(seconds) == text
+
+
+def test_the_run_box_sits_after_the_objectives():
+    """The "Run this chapter" box goes right after the objectives' list (chapter 7 has a paragraph after it),
+    or, for a chapter without the objectives' heading, before its first code cell or section."""
+    from docutils import nodes
+
+    def section(*children):
+        return nodes.section("", nodes.title("", "7. Title"), *children)
+
+    goals = [nodes.paragraph("", "", nodes.strong("", _runbox.OBJECTIVES)), nodes.bullet_list()]
+    cell = nodes.container(classes=["cell"])
+    assert _runbox.objectives_end(section(nodes.paragraph("", "intro"), *goals, nodes.paragraph("", "more"), cell)) == 4
+    assert _runbox.objectives_end(section(nodes.paragraph("", "intro"), cell, nodes.section())) == 2
+
+
+def test_the_run_box_states_only_measured_times():
+    box = _runbox.run_box("chapters/05_adaptive", {"runtime": 21.79, "mtime": 0.0, "succeeded": True}, "cpu", 2)
+    text = box.astext()
+    assert "make lab" in text and "jupyter lab chapters/05_adaptive.ipynb" in text
+    assert all(v in text for v in ("book.utils.device()", "BOOK_DEVICE", "BOOK_SEED", "BOOK_THREADS"))
+    assert "22 s to run all its cells in a fresh kernel" in text and "machine that built this book" in text
+    assert "(2 CPU cores, computing on cpu)" in text
+    unmeasured = _runbox.run_box("chapters/05_adaptive", None, None, None).astext()
+    assert "Not measured" in unmeasured and " s to run all its cells" not in unmeasured
+
+
+@pytest.mark.parametrize("title, stripped", [("1. Optimization and deep learning", "Optimization and deep learning"),
+                                              ("11. Scaling out", "Scaling out"), ("Notation", "Notation")])
+def test_the_pdf_numbers_each_chapter_once(title, stripped):
+    """LaTeX numbers chapters itself, so the PDF drops the number the title carries for the site."""
+    from docutils import nodes
+
+    node = nodes.title("", title)
+    assert _pdf.strip_number(node) == (title != stripped) and node.astext() == stripped
+
+
+def _heading_slugs(notebook: Path) -> set[str]:
+    from myst_parser.mdit_to_docutils.base import default_slugify
+
+    nb = json.loads(notebook.read_text())
+    slugs = set()
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "markdown":
+            for level, title in re.findall(r"^(#{1,3}) (.+)$", "".join(cell["source"]), flags=re.M):
+                slugs.add(default_slugify(re.sub(r"`([^`]*)`", r"\1", title.strip())))
+    return slugs
+
+
+@pytest.mark.parametrize("page", ["notation.md", "glossary.md"])
+def test_notation_and_glossary_link_to_sections_that_exist(page):
+    """Each symbol and term links to the section that defines it (`myst_heading_anchors` makes the slugs)."""
+    text = (ROOT / "chapters" / page).read_text()
+    links = re.findall(r"\]\((\d\d_[a-z0-9_]+)\.ipynb#([a-z0-9-]+)\)", text)
+    assert len(links) > 30, f"{page}: only {len(links)} links to chapter sections"
+    slugs = {nb: _heading_slugs(ROOT / "chapters" / f"{nb}.ipynb") for nb, _ in links}
+    missing = sorted({f"{nb}#{slug}" for nb, slug in links if slug not in slugs[nb]})
+    assert not missing, f"{page} links to headings that do not exist: {missing}"
+
+
+def test_the_glossary_defines_30_to_60_terms():
+    body = (ROOT / "chapters" / "glossary.md").read_text().split("```{glossary}", 1)[1].split("\n```", 1)[0]
+    definitions = [block for block in body.split("\n\n") if block.strip() and not block.strip().startswith(":")]
+    assert 30 <= len(definitions) <= 60, len(definitions)
+    for block in definitions:
+        assert re.search(r"Chapter \d+", block), f"no chapter given for {block.splitlines()[0]!r}"
+
+
 def _nbval_executions(session) -> dict[Path, tuple[object, float]]:
     """Notebooks that nbval executed in this session with every cell passing."""
     by_notebook: dict[Path, list] = {}
@@ -200,10 +271,24 @@ def test_book_builds_without_warnings(request):
         assert '_static/mathjax/MathJax.js' in page and "cdn.jsdelivr" not in page, chapter.name
         # each script once (book/_theme.py; a second `const THEBE_JS_URL` is a console error)
         assert page.count("const THEBE_JS_URL") <= 1, f"{chapter.name}: thebe's configuration twice"
+        # the "Run this chapter" box (book/_runbox.py): after the objectives, before the set-up cell, with the
+        # run time measured when the chapter was executed (never a typed number)
+        box = page.find('class="tip run-this-chapter admonition"')
+        assert 0 < page.find("After this chapter you can") < box < page.find('class="cell docutils container"'), (
+            f"{chapter.name}: no 'Run this chapter' box between the objectives and the set-up cell")
+        box_text = re.sub(r"<[^>]+>", "", page[box:page.find("</div>", box)])
+        assert f"jupyter lab chapters/{chapter.name}" in box_text.replace("\n", " "), chapter.name
+        measured = r"Run time\.</strong> [\d.]+ (s|min \d+ s) to run all its cells in a fresh kernel"
+        assert re.search(measured, page[box:]), f"{chapter.name}: the box has no measured run time"
         # the download button gives the executed notebook, outputs included (book/_theme.py)
         download = json.loads((html / "_sources" / "chapters" / chapter.name).read_text())
         assert any(c.get("outputs") for c in download["cells"] if c["cell_type"] == "code"), (
             f"{chapter.name}: the notebook the page offers for download has no outputs")
+    # the intro's table of run times has every chapter, each measured
+    intro = (html / "chapters" / "intro.html").read_text()
+    table = intro[intro.find('class="chapter-run-times'):]
+    table = table[:table.find("</table>")]
+    assert len(re.findall(r"[\d.]+ s</p>", table)) == len(CHAPTERS) and "not executed" not in table, "intro: run times"
     assert (html / "_static" / "mathjax" / "MathJax.js").is_file()
     # TeX in a .bib title is typeset on the bibliography page, by the site's MathJax
     if "$" in (ROOT / "chapters" / "references.bib").read_text():
@@ -211,3 +296,17 @@ def test_book_builds_without_warnings(request):
         assert 'class="math' in bibliography and "_static/mathjax/MathJax.js" in bibliography
     assert (html / "_static" / "mathjax" / "fonts" / "HTML-CSS" / "STIX-Web" / "woff").is_dir()
     assert not slow, f"chapters over the {CHAPTER_TIME_LIMIT_S:.0f} s budget: {slow}"
+
+
+def test_a_library_change_empties_the_cache_and_the_stored_doctrees(tmp_path):
+    """Sphinx re-reads only changed sources: a stale doctree would keep the old library's outputs."""
+    build = tmp_path / "_build"
+    (build / ".jupyter_cache").mkdir(parents=True)
+    (build / ".doctrees").mkdir()
+    (build / ".doctrees" / "chapters.doctree").write_text("old")
+    (build / _bookbuild.FINGERPRINT_FILE).write_text("a fingerprint of another library\n")
+    assert _bookbuild.sync_cache(tmp_path)
+    assert not (build / ".jupyter_cache").exists() and not (build / ".doctrees").exists()
+    (build / ".doctrees").mkdir()
+    assert not _bookbuild.sync_cache(tmp_path)  # same library: everything stays
+    assert (build / ".doctrees").exists()
