@@ -35,6 +35,13 @@ __all__ = [
     "adamw_foreach",
     "lars",
     "lamb",
+    "nadam",
+    "radam",
+    "adamax",
+    "radam_rectification",
+    "nadam_foreach",
+    "radam_foreach",
+    "adamax_foreach",
 ]
 
 
@@ -1018,3 +1025,463 @@ def lamb(
         ratio = torch.ones((), dtype=param.dtype, device=param.device)
     param.sub_(update.mul_(ratio * lr))  # x <- x - eta rho u
     return ratio
+
+
+# ---------------------------------------------------------------------------
+# Beyond Adam: NAdam, RAdam and Adamax (chapter 12), each a single-tensor kernel and its
+# foreach twin, operation for operation ``torch.optim``'s single-tensor path.
+
+
+@torch.no_grad()
+def nadam(
+    param: Tensor,
+    grad: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    mu_product: Tensor,
+    step: Tensor,
+    *,
+    lr: float = 2e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    momentum_decay: float = 4e-3,
+    maximize: bool = False,
+    decoupled_weight_decay: bool = False,
+) -> None:
+    r"""One step of NAdam (Adam with Nesterov momentum) on one tensor.
+
+    With :math:`\eta` = ``lr``, :math:`(\beta_1, \beta_2)` = ``betas``, :math:`\epsilon` =
+    ``eps``, :math:`\lambda` = ``weight_decay``, :math:`\psi` = ``momentum_decay``,
+    :math:`m` = ``exp_avg``, :math:`v` = ``exp_avg_sq``, :math:`\Pi` = ``mu_product`` and
+    :math:`t` = ``step`` (after the increment):
+
+    .. math::
+
+        g &\leftarrow \pm\nabla f(\theta) + \lambda\theta
+            \qquad \text{(or, with decoupled\_weight\_decay: }
+            \theta \leftarrow (1 - \eta\lambda)\,\theta) \\
+        \mu_t &= \beta_1\bigl(1 - \tfrac12\, 0.96^{\,t\psi}\bigr), \qquad
+        \mu_{t+1} = \beta_1\bigl(1 - \tfrac12\, 0.96^{\,(t+1)\psi}\bigr) \\
+        \Pi &\leftarrow \Pi\, \mu_t
+            \qquad (\Pi_t = \textstyle\prod_{i=1}^t \mu_i,\ \Pi_0 = 1) \\
+        m &\leftarrow \beta_1 m + (1 - \beta_1)\, g, \qquad
+        v \leftarrow \beta_2 v + (1 - \beta_2)\, g \odot g \\
+        d &= \sqrt{v / (1 - \beta_2^t)} + \epsilon \\
+        \theta &\leftarrow \theta
+            - \eta\, \frac{1 - \mu_t}{1 - \Pi_t}\, \frac{g}{d}
+            - \eta\, \frac{\mu_{t+1}}{1 - \Pi_t\, \mu_{t+1}}\, \frac{m}{d}
+
+    Adam steps along the bias-corrected :math:`\hat m_t = (\beta_1 m_{t-1} + (1 - \beta_1)
+    g_t) / (1 - \beta_1^t)`. Nesterov's idea, in Sutskever et al.'s form, is to apply the
+    *next* step's momentum now: the step mixes the fresh gradient (weight :math:`1 -
+    \mu_t`) with the already updated average :math:`m_t` (weight :math:`\mu_{t+1}`), each
+    divided by its own bias correction. With a constant :math:`\mu_t = \beta_1` the
+    corrections are :math:`1 - \beta_1^t` and :math:`1 - \beta_1^{t+1}`.
+
+    Note:
+        **The momentum schedule.** :math:`\mu_t` warms up from about :math:`\beta_1/2`
+        towards :math:`\beta_1`, slowly: with the default :math:`\psi = 0.004` it reaches
+        halfway, :math:`0.75\,\beta_1`, only at :math:`t \approx 4245`, so on a run of a
+        few thousand steps NAdam's momentum stays well below :math:`\beta_1`.
+        ``momentum_decay=0`` does not switch the schedule off: it fixes :math:`\mu_t =
+        \beta_1/2`; a large :math:`\psi` makes :math:`\mu_t \to \beta_1` quickly. Dozat
+        proposed the schedule :math:`\mu_t = \beta_1(1 - \frac12 0.96^{t/250})`, which
+        is :math:`\psi = 1/250 = 0.004`, PyTorch's default (Keras's ``schedule_decay``).
+
+        **Conventions** (PyTorch's, and Keras's ``Nadam``): the running average :math:`m`
+        uses the constant :math:`\beta_1`; the schedule :math:`\mu_t` enters only the two
+        weights and the bias corrections (through the product :math:`\Pi_t`, which
+        PyTorch keeps in the state as ``mu_product``, a 0-dim CPU tensor of the default
+        scalar dtype, like ``step``). :math:`\epsilon` is added outside the square root
+        of the bias-corrected :math:`v`, as in Adam. ``decoupled_weight_decay=True``
+        (NAdamW) decays the weights as AdamW does, :math:`\theta \leftarrow (1 -
+        \eta\lambda)\theta`; that is Loshchilov & Hutter's decoupling, not part of
+        Dozat's algorithm. The default ``lr`` is ``2e-3`` (Keras's too).
+
+    Args:
+        param: the parameter, updated in place.
+        grad: its gradient (not modified).
+        exp_avg: :math:`m`, updated in place (starts at zero).
+        exp_avg_sq: :math:`v`, updated in place (starts at zero).
+        mu_product: :math:`\Pi`, a 0-dim tensor multiplied in place by :math:`\mu_t`
+            (starts at one).
+        step: the number of steps taken so far, a 0-dim tensor incremented in place.
+        lr, betas, eps, weight_decay, momentum_decay, maximize, decoupled_weight_decay:
+            as in :class:`book.optim.NAdam`.
+
+    Example:
+        >>> p, m, v = torch.tensor([1.0, 1.0]), torch.zeros(2), torch.zeros(2)
+        >>> mu_prod, t = torch.tensor(1.0), torch.tensor(0.0)
+        >>> nadam(p, torch.tensor([0.1, 10.0]), m, v, mu_prod, t, lr=0.1)
+        >>> p                   # step 1: 1.056 lr sign(g), Adam's lr sign(g) plus the look-ahead
+        tensor([0.8944, 0.8944])
+        >>> mu_prod             # mu_1 = 0.9 * (1 - 0.5 * 0.96^0.004)
+        tensor(0.4501)
+
+    References:
+        T. Dozat, "Incorporating Nesterov momentum into Adam", ICLR 2016 workshop track,
+        https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ.
+        I. Sutskever, J. Martens, G. Dahl, G. Hinton, "On the importance of initialization
+        and momentum in deep learning", ICML 2013.
+    """
+    beta1, beta2 = betas
+    step += 1  # t <- t + 1
+    t = step.item()
+    grad = _negate_if(maximize, grad)
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            param.mul_(1 - lr * weight_decay)  # NAdamW: theta <- (1 - eta lambda) theta
+        else:
+            grad = grad.add(param, alpha=weight_decay)  # g <- g + lambda * theta
+    mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))  # mu_t
+    mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))  # mu_{t+1}
+    mu_product.mul_(mu)  # Pi_t = Pi_{t-1} mu_t
+    exp_avg.lerp_(grad, 1 - beta1)  # m <- beta1 m + (1 - beta1) g
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)  # v <- beta2 v + (1 - beta2) g^2
+    denom = exp_avg_sq.div(1 - beta2**t).sqrt_().add_(eps)  # d = sqrt(v / (1 - beta2^t)) + eps
+    pi = mu_product.item()
+    param.addcdiv_(grad, denom, value=-lr * (1 - mu) / (1 - pi))  # - eta (1 - mu_t) / (1 - Pi_t) g / d
+    param.addcdiv_(exp_avg, denom, value=-lr * mu_next / (1 - pi * mu_next))  # - eta mu_{t+1} / (1 - Pi_{t+1}) m / d
+
+
+def radam_rectification(step: float, beta2: float) -> float | None:
+    r"""RAdam's variance rectification :math:`r_t` at step :math:`t`, or ``None`` while :math:`\rho_t \le 5`.
+
+    .. math::
+
+        \rho_\infty = \frac{2}{1 - \beta_2} - 1, \qquad
+        \rho_t = \rho_\infty - \frac{2 t \beta_2^t}{1 - \beta_2^t}, \qquad
+        r_t = \sqrt{\frac{(\rho_t - 4)(\rho_t - 2)\,\rho_\infty}
+                         {(\rho_\infty - 4)(\rho_\infty - 2)\,\rho_t}}
+
+    :math:`\rho_t` approximates the number of gradients the average :math:`v_t` holds (the
+    length of a simple moving average with the same spread); the adaptive step
+    :math:`1/\sqrt{v_t}` has a finite variance only when :math:`\rho_t > 4`, and
+    :math:`r_t` scales that variance down to its limit's, :math:`r_t \to 1` as
+    :math:`t \to \infty`. With :math:`\beta_2 = 0.999`, :math:`\rho_t \approx t` for
+    small :math:`t`: ``None`` for :math:`t \le 5`, then :math:`r_6 = 0.026`,
+    :math:`r_{100} = 0.22`, :math:`r_{1000} = 0.65`, :math:`r_{10^4} = 0.9998`: a warmup
+    of the learning rate that follows from :math:`\beta_2` alone.
+
+    Example:
+        >>> radam_rectification(5, 0.999) is None, round(radam_rectification(6, 0.999), 4)
+        (True, 0.0258)
+    """
+    rho_inf = 2 / (1 - beta2) - 1  # rho_inf: the SMA length in the limit
+    rho_t = rho_inf - 2 * step * (beta2**step) / (1 - beta2**step)  # rho_t
+    if not rho_t > 5.0:
+        return None  # the variance is intractable: no adaptive step yet
+    return ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+
+
+@torch.no_grad()
+def radam(
+    param: Tensor,
+    grad: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    step: Tensor,
+    *,
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+    decoupled_weight_decay: bool = False,
+) -> None:
+    r"""One step of RAdam (rectified Adam) on one tensor.
+
+    With :math:`\eta` = ``lr``, :math:`(\beta_1, \beta_2)` = ``betas``, :math:`\epsilon` =
+    ``eps``, :math:`\lambda` = ``weight_decay``, :math:`m` = ``exp_avg``, :math:`v` =
+    ``exp_avg_sq``, :math:`t` = ``step`` (after the increment), and :math:`\rho_t`, :math:`r_t`
+    from :func:`radam_rectification`:
+
+    .. math::
+
+        g &\leftarrow \pm\nabla f(\theta) + \lambda\theta
+            \qquad \text{(or, with decoupled\_weight\_decay: }
+            \theta \leftarrow (1 - \eta\lambda)\,\theta) \\
+        m &\leftarrow \beta_1 m + (1 - \beta_1)\, g, \qquad
+        v \leftarrow \beta_2 v + (1 - \beta_2)\, g \odot g, \qquad
+        \hat m = m / (1 - \beta_1^t) \\
+        \theta &\leftarrow \begin{cases}
+            \theta - \eta\, \hat m\, r_t\, \dfrac{\sqrt{1 - \beta_2^t}}{\sqrt{v} + \epsilon}
+                & \rho_t > 5 \quad \text{(Adam's step, rectified)} \\[1ex]
+            \theta - \eta\, \hat m
+                & \rho_t \le 5 \quad \text{(SGD with momentum)} \end{cases}
+
+    Early on, :math:`v` averages too few squared gradients for :math:`1/\sqrt{\hat v}` to
+    be trusted (its variance is unbounded while :math:`\rho_t \le 4`): Liu et al. blame
+    this variance for Adam's need of a learning-rate warmup. RAdam takes plain momentum
+    steps until :math:`\rho_t > 5`, then Adam's steps multiplied by :math:`r_t`, which
+    rises from about 0 to 1: a warmup built in.
+
+    Note:
+        **Conventions.** Liu et al.'s Algorithm 2 switches at :math:`\rho_t > 4`;
+        PyTorch, like the authors' released code, at :math:`\rho_t > 5` ("more
+        conservative since it's an approximated value"): with :math:`\beta_2 = 0.999`
+        steps 1 to 5 are momentum steps and step 6 the first adaptive one, with
+        :math:`r_6 \approx 0.026`. Beware the units: a momentum step moves by
+        :math:`\eta\,\hat m`, in the gradient's units, while an adaptive step is about
+        :math:`\eta` per coordinate, so with large gradients the first five steps are
+        the largest. (The authors' current code skips those steps altogether unless
+        ``degenerated_to_sgd=True``; PyTorch takes them, as the paper does.) The paper's
+        :math:`l_t = \sqrt{(1 - \beta_2^t)/v_t}` has no :math:`\epsilon`; PyTorch adds it
+        to :math:`\sqrt{v}` *before* the bias correction, so it weighs
+        :math:`1/\sqrt{1 - \beta_2^t}` times more than Adam's :math:`\epsilon` early on.
+        ``decoupled_weight_decay=True`` decays the weights as AdamW does (the authors'
+        code decays that way); the default adds :math:`\lambda\theta` to the gradient.
+
+    Args:
+        param: the parameter, updated in place.
+        grad: its gradient (not modified).
+        exp_avg: :math:`m`, updated in place (starts at zero).
+        exp_avg_sq: :math:`v`, updated in place (starts at zero).
+        step: the number of steps taken so far, a 0-dim tensor incremented in place.
+        lr, betas, eps, weight_decay, maximize, decoupled_weight_decay: as in
+            :class:`book.optim.RAdam`.
+
+    Example:
+        >>> p, m, v, t = torch.tensor([1.0, 1.0]), torch.zeros(2), torch.zeros(2), torch.tensor(0.0)
+        >>> radam(p, torch.tensor([0.1, 10.0]), m, v, t, lr=0.1)
+        >>> p                   # step 1 is a momentum step: lr * mhat = lr * g
+        tensor([0.9900, 0.0000])
+
+    References:
+        L. Liu, H. Jiang, P. He, W. Chen, X. Liu, J. Gao, J. Han, "On the variance of the
+        adaptive learning rate and beyond", ICLR 2020, arXiv:1908.03265 (Algorithm 2).
+    """
+    beta1, beta2 = betas
+    step += 1  # t <- t + 1
+    t = step.item()
+    grad = _negate_if(maximize, grad)
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            param.mul_(1 - lr * weight_decay)  # theta <- (1 - eta lambda) theta
+        else:
+            grad = grad.add(param, alpha=weight_decay)  # g <- g + lambda * theta
+    exp_avg.lerp_(grad, 1 - beta1)  # m <- beta1 m + (1 - beta1) g
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)  # v <- beta2 v + (1 - beta2) g^2
+    m_hat = exp_avg / (1 - beta1**t)  # mhat = m / (1 - beta1^t)
+    rect = radam_rectification(t, beta2)  # r_t, or None while rho_t <= 5
+    if rect is None:
+        param.sub_(m_hat * lr)  # theta <- theta - eta mhat: SGD with momentum
+    else:
+        adaptive = (1 - beta2**t) ** 0.5 / exp_avg_sq.sqrt().add_(eps)  # l_t = sqrt(1 - beta2^t) / (sqrt(v) + eps)
+        param.sub_(m_hat * lr * adaptive * rect)  # theta <- theta - eta mhat l_t r_t
+
+
+@torch.no_grad()
+def adamax(
+    param: Tensor,
+    grad: Tensor,
+    exp_avg: Tensor,
+    exp_inf: Tensor,
+    step: Tensor,
+    *,
+    lr: float = 2e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> None:
+    r"""One step of Adamax (Adam with the infinity norm) on one tensor.
+
+    With :math:`\eta` = ``lr``, :math:`(\beta_1, \beta_2)` = ``betas``, :math:`\epsilon` =
+    ``eps``, :math:`\lambda` = ``weight_decay``, :math:`m` = ``exp_avg``, :math:`u` =
+    ``exp_inf`` and :math:`t` = ``step`` (after the increment):
+
+    .. math::
+
+        g &\leftarrow \pm\nabla f(\theta) + \lambda\theta \\
+        m &\leftarrow \beta_1 m + (1 - \beta_1)\, g \\
+        u &\leftarrow \max\bigl(\beta_2 u,\ |g| + \epsilon\bigr) \\
+        \theta &\leftarrow \theta - \frac{\eta}{1 - \beta_1^t}\, \frac{m}{u}
+
+    Adam divides by :math:`v_t^{1/2}`, an :math:`L^2` norm of the past gradients with
+    decaying weights. Kingma & Ba's section 7.1 lets :math:`L^2` become :math:`L^p` and
+    :math:`p \to \infty`: :math:`v_t^{1/p}` tends to :math:`u_t = \max(\beta_2 u_{t-1},
+    |g_t|)`, a decaying maximum that needs no bias correction and no square root.
+
+    Note:
+        **Conventions.** The paper has no :math:`\epsilon`; PyTorch adds it *inside* the
+        maximum, to every :math:`|g|`, so :math:`u \ge \epsilon` and a coordinate that
+        never had a gradient divides 0 by :math:`\epsilon`, not by 0. The defaults are the
+        paper's (:math:`\eta = 0.002`, :math:`\beta = (0.9, 0.999)`). ``weight_decay`` is an
+        L2 penalty in the gradient; PyTorch's Adamax has no decoupled form.
+
+    Args:
+        param: the parameter, updated in place.
+        grad: its gradient (not modified).
+        exp_avg: :math:`m`, updated in place (starts at zero).
+        exp_inf: :math:`u`, the decaying maximum of :math:`|g|`, updated in place (starts
+            at zero).
+        step: the number of steps taken so far, a 0-dim tensor incremented in place.
+        lr, betas, eps, weight_decay, maximize: as in :class:`book.optim.Adamax`.
+
+    Example:
+        >>> p, m, u, t = torch.tensor([1.0, 1.0]), torch.zeros(2), torch.zeros(2), torch.tensor(0.0)
+        >>> adamax(p, torch.tensor([0.1, -10.0]), m, u, t, lr=0.1)
+        >>> p, u                # first step: lr * g / (|g| + eps) = lr * sign(g)
+        (tensor([0.9000, 1.1000]), tensor([ 0.1000, 10.0000]))
+
+    References:
+        D. P. Kingma, J. Ba, "Adam: a method for stochastic optimization", ICLR 2015,
+        arXiv:1412.6980 (section 7.1, Adamax).
+    """
+    beta1, beta2 = betas
+    step += 1  # t <- t + 1
+    t = step.item()
+    grad = _negate_if(maximize, grad)
+    if weight_decay != 0:
+        grad = grad.add(param, alpha=weight_decay)  # g <- g + lambda * theta
+    exp_avg.lerp_(grad, 1 - beta1)  # m <- beta1 m + (1 - beta1) g
+    exp_inf.mul_(beta2)  # beta2 u
+    torch.maximum(exp_inf, grad.abs().add_(eps), out=exp_inf)  # u <- max(beta2 u, |g| + eps)
+    param.addcdiv_(exp_avg, exp_inf, value=-(lr / (1 - beta1**t)))  # theta <- theta - eta / (1 - beta1^t) m / u
+
+
+@torch.no_grad()
+def nadam_foreach(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    mu_products: list[Tensor],
+    steps: list[Tensor],
+    *,
+    lr: float = 2e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    momentum_decay: float = 4e-3,
+    maximize: bool = False,
+    decoupled_weight_decay: bool = False,
+) -> None:
+    r""":func:`nadam` on lists of tensors with ``torch._foreach_*`` ops (one temporary list: the denominator).
+
+    Steps (and so :math:`\mu_t` and :math:`\Pi_t`) may differ between tensors.
+
+    Example:
+        >>> ps, ms, vs = [torch.ones(2)], [torch.zeros(2)], [torch.zeros(2)]
+        >>> pis, ts = [torch.tensor(1.0)], [torch.tensor(0.0)]
+        >>> nadam_foreach(ps, [torch.tensor([0.1, 10.0])], ms, vs, pis, ts, lr=0.1)
+        >>> ps[0]
+        tensor([0.8944, 0.8944])
+    """
+    if not params:
+        return
+    beta1, beta2 = betas
+    _increment(steps)  # t <- t + 1
+    if weight_decay != 0 and decoupled_weight_decay:
+        torch._foreach_mul_(params, 1 - lr * weight_decay)  # NAdamW: theta <- (1 - eta lambda) theta
+        grads, _ = _directions(params, grads, maximize, 0.0)
+    else:
+        grads, _ = _directions(params, grads, maximize, weight_decay)  # g + lambda theta
+    ts = [t.item() for t in steps]
+    mus = [beta1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay)) for t in ts]  # mu_t, per tensor
+    mu_nexts = [beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * momentum_decay)) for t in ts]  # mu_{t+1}
+    torch._foreach_mul_(mu_products, mus)  # Pi_t = Pi_{t-1} mu_t
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)  # m <- beta1 m + (1 - beta1) g
+    torch._foreach_mul_(exp_avg_sqs, beta2)  # v <- beta2 v
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)  # ... + (1 - beta2) g^2
+    denom = torch._foreach_div(exp_avg_sqs, [1 - beta2**t for t in ts])  # v / (1 - beta2^t) (fresh)
+    torch._foreach_sqrt_(denom)
+    torch._foreach_add_(denom, eps)  # d = sqrt(...) + eps
+    pis = [p.item() for p in mu_products]
+    grad_sizes = [-lr * (1 - mu) / (1 - pi) for mu, pi in zip(mus, pis)]  # -eta (1 - mu_t) / (1 - Pi_t)
+    avg_sizes = [-lr * mu_next / (1 - pi * mu_next) for mu_next, pi in zip(mu_nexts, pis)]  # -eta mu_{t+1} / (...)
+    torch._foreach_addcdiv_(params, grads, denom, grad_sizes)  # theta <- theta + ... g / d
+    torch._foreach_addcdiv_(params, exp_avgs, denom, avg_sizes)  # theta <- theta + ... m / d
+
+
+@torch.no_grad()
+def radam_foreach(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    steps: list[Tensor],
+    *,
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+    decoupled_weight_decay: bool = False,
+) -> None:
+    r""":func:`radam` on lists of tensors with ``torch._foreach_*`` ops.
+
+    Temporaries: the steps :math:`\eta\hat m` and, for the tensors past the switch
+    (:math:`\rho_t > 5`; steps may differ between tensors), :math:`l_t`.
+
+    Example:
+        >>> ps, ms, vs, ts = [torch.ones(2)], [torch.zeros(2)], [torch.zeros(2)], [torch.tensor(0.0)]
+        >>> radam_foreach(ps, [torch.tensor([0.1, 10.0])], ms, vs, ts, lr=0.1)
+        >>> ps[0]
+        tensor([0.9900, 0.0000])
+    """
+    if not params:
+        return
+    beta1, beta2 = betas
+    _increment(steps)  # t <- t + 1
+    if weight_decay != 0 and decoupled_weight_decay:
+        torch._foreach_mul_(params, 1 - lr * weight_decay)  # theta <- (1 - eta lambda) theta
+        grads, _ = _directions(params, grads, maximize, 0.0)
+    else:
+        grads, _ = _directions(params, grads, maximize, weight_decay)  # g + lambda theta
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)  # m <- beta1 m + (1 - beta1) g
+    torch._foreach_mul_(exp_avg_sqs, beta2)  # v <- beta2 v
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)  # ... + (1 - beta2) g^2
+    del grads
+    ts = [t.item() for t in steps]
+    updates = torch._foreach_div(exp_avgs, [1 - beta1**t for t in ts])  # mhat (fresh)
+    torch._foreach_mul_(updates, lr)  # eta mhat
+    rects = [radam_rectification(t, beta2) for t in ts]  # r_t, or None while rho_t <= 5
+    rectified = [i for i, r in enumerate(rects) if r is not None]
+    if rectified:
+        adaptive = torch._foreach_sqrt([exp_avg_sqs[i] for i in rectified])  # sqrt(v) (fresh)
+        torch._foreach_add_(adaptive, eps)
+        torch._foreach_reciprocal_(adaptive)
+        torch._foreach_mul_(adaptive, [(1 - beta2 ** ts[i]) ** 0.5 for i in rectified])  # l_t
+        chosen = [updates[i] for i in rectified]
+        torch._foreach_mul_(chosen, adaptive)  # eta mhat l_t
+        torch._foreach_mul_(chosen, [rects[i] for i in rectified])  # eta mhat l_t r_t
+    torch._foreach_sub_(params, updates)  # theta <- theta - (the step)
+
+
+@torch.no_grad()
+def adamax_foreach(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_infs: list[Tensor],
+    steps: list[Tensor],
+    *,
+    lr: float = 2e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> None:
+    r""":func:`adamax` on lists of tensors with ``torch._foreach_*`` ops (one temporary list: :math:`|g| + \epsilon`).
+
+    Example:
+        >>> ps, ms, us, ts = [torch.ones(2)], [torch.zeros(2)], [torch.zeros(2)], [torch.tensor(0.0)]
+        >>> adamax_foreach(ps, [torch.tensor([0.1, -10.0])], ms, us, ts, lr=0.1)
+        >>> ps[0]
+        tensor([0.9000, 1.1000])
+    """
+    if not params:
+        return
+    beta1, beta2 = betas
+    _increment(steps)  # t <- t + 1
+    grads, _ = _directions(params, grads, maximize, weight_decay)  # g + lambda theta
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)  # m <- beta1 m + (1 - beta1) g
+    torch._foreach_mul_(exp_infs, beta2)  # beta2 u
+    norms = torch._foreach_abs(grads)  # |g| (fresh)
+    torch._foreach_add_(norms, eps)  # |g| + eps
+    torch._foreach_maximum_(exp_infs, norms)  # u <- max(beta2 u, |g| + eps)
+    step_sizes = [-(lr / (1 - beta1 ** t.item())) for t in steps]  # -eta / (1 - beta1^t), per tensor
+    torch._foreach_addcdiv_(params, exp_avgs, exp_infs, step_sizes)  # theta <- theta - ... m / u
