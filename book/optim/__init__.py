@@ -30,8 +30,11 @@ from book.optim import functional
 from book.optim.adadelta import Adadelta
 from book.optim.adagrad import Adagrad
 from book.optim.adam import Adam, AdamW
+from book.optim.frontier import Adafactor
+from book.optim.frontier import Muon
 from book.optim.large_batch import LAMB, LARS
 from book.optim.rmsprop import RMSprop
 from book.optim.sgd import SGD
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "LARS", "LAMB", "functional"]
+__all__ += ["Adafactor", "Muon"]
