@@ -405,6 +405,19 @@ def test_newton_schulz_output_is_nearly_orthogonal(device, shape):
     assert float(torch.linalg.eigvalsh((M + M.T) / 2).min()) > 0
 
 
+@pytest.mark.parametrize("ns_dtype", [torch.bfloat16, None], ids=["bfloat16", "full"])
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_muon_kernel_first_step(ns_dtype, nesterov):
+    """B_1 = (1 - mu) g (an average, not mu B + g), untouched by Newton-Schulz; the step is lr' * NS(direction)."""
+    g = torch.randn(6, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    p, buf = torch.zeros(6, 3, dtype=torch.float64), torch.zeros(6, 3, dtype=torch.float64)
+    O = F.muon(p, g, buf, lr=0.1, weight_decay=0.5, momentum=0.9, nesterov=nesterov, ns_dtype=ns_dtype)
+    torch.testing.assert_close(buf, 0.1 * g, rtol=1e-15, atol=0)
+    direction = g.lerp(buf, 0.9) if nesterov else buf  # (1 - mu) g + mu B = 0.19 g, or B = 0.1 g
+    torch.testing.assert_close(O, F.newton_schulz(direction, dtype=ns_dtype), rtol=0, atol=0)
+    torch.testing.assert_close(p, -F.muon_lr(0.1, (6, 3)) * O.double(), rtol=1e-15, atol=0)  # tall: lr * sqrt(2)
+
+
 def test_muon_lr_adjustments():
     assert F.muon_lr(0.1, (40, 10)) == pytest.approx(0.2) and F.muon_lr(0.1, (10, 40)) == 0.1
     assert F.muon_lr(0.1, (40, 10), "original") == F.muon_lr(0.1, (40, 10))

@@ -1165,7 +1165,7 @@ def newton_schulz(
     p^{(k)}(S / \|G\|_F)\, V^\top`. Dividing by the Frobenius norm (which bounds the spectral
     norm) puts every :math:`\sigma` in :math:`[0, 1]`. Muon's coefficients trade exactness
     for speed: the slope at zero, :math:`a = 3.4445`, grows a small singular value
-    :math:`3.4445^5 \approx 490` times in five steps, but the iteration does not converge to
+    :math:`3.4445^5 \approx 485` times in five steps, but the iteration does not converge to
     1: it settles in a band. Iterating the scalar map shows that five steps send every
     :math:`\sigma \in [0.0021, 1]` into :math:`[0.682, 1.202]` (into :math:`[0.682, 1.135]`
     from :math:`\sigma \ge 0.01`); smaller ones stay small. The result is not :math:`UV^\top`
