@@ -77,18 +77,31 @@ def integer(value, name: str, minimum: int | None = None) -> int:
     return value
 
 
-def optim_arg(value, what: str, low: float = 0.0, high: float | None = None, high_inclusive: bool = True):
+def optim_arg(
+    value,
+    what: str,
+    low: float | None = 0.0,
+    high: float | None = None,
+    high_inclusive: bool = True,
+    message: str | None = None,
+):
     """The check ``torch.optim``'s constructors make, in their words: ``ValueError(f"Invalid {what}: {value}")``.
 
-    Passes when ``low <= value`` (and ``value <= high``, or ``< high`` when ``high_inclusive`` is
-    false); NaN fails. The value is returned unchanged, so a tensor learning rate stays one.
+    Passes when ``low <= value`` (no lower bound when ``low`` is ``None``) and ``value <= high``
+    (or ``< high`` when ``high_inclusive`` is false); NaN fails. The value is returned unchanged,
+    so a tensor learning rate stays one. ``message`` replaces the wording for the optimizers whose
+    torch twin words it otherwise (Adafactor, Muon): a format string with a ``{value}`` field.
 
         >>> optim_arg(0.9, "beta parameter at index 0", high=1.0, high_inclusive=False)
         0.9
+        >>> optim_arg(-0.1, "learning rate", message="Learning rate should be >= 0 but is: {value}")
+        Traceback (most recent call last):
+        ...
+        ValueError: Learning rate should be >= 0 but is: -0.1
     """
-    ok = low <= value
+    ok = True if low is None else low <= value
     if high is not None:
         ok = ok and (value <= high if high_inclusive else value < high)
     if not ok:
-        raise ValueError(f"Invalid {what}: {value}")
+        raise ValueError(f"Invalid {what}: {value}" if message is None else message.format(value=value))
     return value

@@ -31,11 +31,12 @@ from book.optim.adadelta import Adadelta
 from book.optim.adagrad import Adagrad
 from book.optim.adam import Adam, AdamW
 from book.optim.adamax import Adamax
+from book.optim.frontier import Adafactor, Muon
 from book.optim.large_batch import LAMB, LARS
 from book.optim.nadam import NAdam
 from book.optim.radam import RAdam
 from book.optim.rmsprop import RMSprop
 from book.optim.sgd import SGD
 
-__all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "NAdam", "RAdam", "Adamax", "LARS", "LAMB",
-           "functional"]
+__all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "NAdam", "RAdam", "Adamax", "Adafactor", "Muon",
+           "LARS", "LAMB", "functional"]

@@ -4,7 +4,9 @@ A kernel updates **one** parameter tensor in place from its gradient and returns
 state; it keeps nothing between calls. The optimizer classes loop over parameters and
 store the returned state, so these few lines are the whole algorithm::
 
-    >>> import torch
+    >>> import math
+
+import torch
     >>> from book.optim import functional as F
     >>> param, grad = torch.tensor([1.0, -2.0]), torch.tensor([0.5, 0.5])
     >>> buf = F.sgd(param, grad, None, lr=0.1, momentum=0.9)
@@ -16,6 +18,8 @@ Every kernel runs under ``torch.no_grad()`` and works on any device and floating
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -1485,3 +1489,310 @@ def adamax_foreach(
     torch._foreach_maximum_(exp_infs, norms)  # u <- max(beta2 u, |g| + eps)
     step_sizes = [-(lr / (1 - beta1 ** t.item())) for t in steps]  # -eta / (1 - beta1^t), per tensor
     torch._foreach_addcdiv_(params, exp_avgs, exp_infs, step_sizes)  # theta <- theta - ... m / u
+
+
+# ---------------------------------------------------------------------------
+# Adafactor and Muon: torch.optim's twins whose state is not parameter-shaped. Adafactor keeps
+# row and column statistics of a matrix's squared gradient instead of a full second moment;
+# Muon keeps a momentum buffer but replaces its direction by the nearest semi-orthogonal matrix.
+# Like LARS and LAMB, both couple all the entries of one tensor (norms, matrix products).
+
+__all__ += ["adafactor", "newton_schulz", "muon_lr", "muon"]
+
+
+@torch.no_grad()
+def adafactor(
+    param: Tensor,
+    grad: Tensor,
+    row_var: Tensor | None,
+    col_var: Tensor | None,
+    variance: Tensor | None,
+    step: Tensor,
+    *,
+    lr: float = 1e-2,
+    beta2_decay: float = -0.8,
+    eps: tuple[float | None, float] = (None, 1e-3),
+    d: float = 1.0,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> None:
+    r"""One step of Adafactor on one tensor, as ``torch.optim.Adafactor`` takes it.
+
+    With :math:`\gamma` = ``lr``, :math:`\tau` = ``beta2_decay``, :math:`(\epsilon_1,
+    \epsilon_2)` = ``eps``, :math:`d` = ``d``, :math:`\lambda` = ``weight_decay``, :math:`t` =
+    ``step`` (after the increment) and, for a matrix :math:`G` of :math:`n` rows and :math:`m`
+    columns, :math:`R` = ``row_var`` (:math:`n \times 1`) and :math:`C` = ``col_var``
+    (:math:`1 \times m`):
+
+    .. math::
+
+        \hat\beta_{2,t} &= 1 - t^{\tau}, \qquad
+        \rho_t = \min\bigl(\gamma, 1/\sqrt t\bigr), \qquad
+        \alpha_t = \max\bigl(\epsilon_2, \mathrm{RMS}(\theta)\bigr)\, \rho_t \\
+        \theta &\leftarrow (1 - \gamma\lambda)\, \theta \\
+        R &\leftarrow \hat\beta_{2,t} R + (1 - \hat\beta_{2,t})\, \mathrm{mean}_j\, G_{ij}^2,
+            \qquad
+        C \leftarrow \hat\beta_{2,t} C + (1 - \hat\beta_{2,t})\, \mathrm{mean}_i\, G_{ij}^2 \\
+        \hat V &= R\, C \,/\, \max\bigl(\mathrm{mean}_i R_i,\ \epsilon_1\bigr)
+            \qquad (\text{a rank-one } n \times m \text{ estimate of } \mathbb{E}[G^2]) \\
+        U &= G \,/\, \max\bigl(\sqrt{\hat V},\ \epsilon_1\bigr), \qquad
+        \theta \leftarrow \theta - \frac{\alpha_t}{\max\bigl(1, \mathrm{RMS}(U) / d\bigr)}\, U
+
+    :math:`\mathrm{RMS}(x) = \|x\|_2 / \sqrt{\mathrm{numel}(x)}`. A vector (or scalar) keeps
+    the full average :math:`\hat V = v \leftarrow \hat\beta_{2,t} v + (1 -
+    \hat\beta_{2,t})\, g^2` in ``variance`` instead. A tensor of more than two dimensions is
+    factored over its last two, the leading ones acting as a batch of matrices: ``row_var``
+    has shape ``(..., n, 1)`` and ``col_var`` ``(..., 1, m)``. :math:`\epsilon_1` = ``None``
+    means the machine epsilon of ``param``'s dtype. At :math:`t = 1`,
+    :math:`1 - \hat\beta_{2,1} = 1`: the averages start at the first squared gradient, so no
+    bias correction is needed. See :class:`book.optim.Adafactor` for where this (PyTorch's)
+    version departs from Shazeer & Stern's.
+
+    The operations are ``torch.optim.Adafactor``'s single-tensor path, in its order (the
+    row mean, for instance, is :math:`\|G_{i,:}\|^2 / m`, which avoids a squared copy of
+    :math:`G`), so the results agree bit for bit on a CPU.
+
+    Args:
+        param: the parameter, updated in place.
+        grad: its gradient (not modified).
+        row_var: :math:`R`, shape ``(..., n, 1)``, updated in place (starts at zero); ``None``
+            for a tensor of at most one dimension.
+        col_var: :math:`C`, shape ``(..., 1, m)``, updated in place; ``None`` likewise.
+        variance: :math:`v`, shaped like ``param``, updated in place, for a tensor of at most
+            one dimension; ``None`` for a matrix.
+        step: the number of steps taken so far, a 0-dim tensor incremented in place.
+        lr, beta2_decay, eps, d, weight_decay, maximize: as in :class:`book.optim.Adafactor`.
+
+    Example:
+        >>> p = torch.full((2, 3), 0.5)
+        >>> R, C, t = torch.zeros(2, 1), torch.zeros(1, 3), torch.tensor(0.0)
+        >>> g = torch.tensor([[1.0, -2.0, 2.0], [0.1, -0.2, 0.2]])   # g^2 has rank one
+        >>> adafactor(p, g, R, C, None, t)
+        >>> R.flatten(), C.flatten()       # the mean of g^2 over each row, over each column
+        (tensor([3.0000, 0.0300]), tensor([0.5050, 2.0200, 2.0200]))
+        >>> torch.outer(R.flatten(), C.flatten()) / R.mean()   # V = R C / mean(R): here g^2 exactly
+        tensor([[1.0000, 4.0000, 4.0000],
+                [0.0100, 0.0400, 0.0400]])
+        >>> p                              # U = sign(g); alpha = RMS(p) * min(lr, 1) = 0.005
+        tensor([[0.4950, 0.5050, 0.4950],
+                [0.4950, 0.5050, 0.4950]])
+
+    References:
+        N. Shazeer, M. Stern, "Adafactor: adaptive learning rates with sublinear memory cost",
+        ICML 2018, arXiv:1804.04235.
+    """
+    eps1, eps2 = eps
+    if eps1 is None:
+        eps1 = torch.finfo(param.dtype).eps
+    grad = _negate_if(maximize, grad)
+    step += 1  # t <- t + 1
+    t = step.item()
+    one_minus_beta2 = t**beta2_decay  # 1 - beta2_t = t^tau (= 1 at t = 1)
+    rho = min(lr, 1 / (t**0.5))  # relative step size, capped by lr
+    alpha = max(eps2, param.norm(2).item() / (param.numel() ** 0.5)) * rho  # max(eps2, RMS(theta)) rho
+    if weight_decay != 0:
+        param.mul_(1 - lr * weight_decay)  # theta <- (1 - lr lambda) theta
+    if grad.dim() > 1:
+        row_mean = torch.norm(grad, dim=-1, keepdim=True).square_().div_(grad.size(-1))  # mean_j g^2, (..., n, 1)
+        row_var.lerp_(row_mean, one_minus_beta2)  # R <- beta2 R + (1 - beta2) mean_j g^2
+        col_mean = torch.norm(grad, dim=-2, keepdim=True).square_().div_(grad.size(-2))  # mean_i g^2, (..., 1, m)
+        col_var.lerp_(col_mean, one_minus_beta2)  # C <- beta2 C + (1 - beta2) mean_i g^2
+        var_estimate = row_var @ col_var  # the outer product R C, (..., n, m)
+        var_estimate.div_(row_var.mean(dim=-2, keepdim=True).clamp_(min=eps1))  # V = R C / max(mean(R), eps1)
+    else:
+        variance.lerp_(grad * grad, one_minus_beta2)  # v <- beta2 v + (1 - beta2) g^2
+        var_estimate = variance.clone()  # V = v (a copy: the lines below work in place)
+    update = var_estimate.clamp_(min=eps1 * eps1).rsqrt_().mul_(grad)  # U = g / max(sqrt(V), eps1)
+    clip = max(1.0, update.norm(2).item() / ((update.numel() ** 0.5) * d))  # max(1, RMS(U) / d)
+    param.add_(update, alpha=-alpha / clip)  # theta <- theta - alpha U / max(1, RMS(U) / d)
+
+
+MUON_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+"""The quintic Newton–Schulz coefficients :math:`(a, b, c)` of Keller Jordan's Muon (and ``torch.optim.Muon``)."""
+
+
+@torch.no_grad()
+def newton_schulz(
+    G: Tensor,
+    steps: int = 5,
+    coefficients: tuple[float, float, float] = MUON_COEFFICIENTS,
+    eps: float = 1e-7,
+    dtype: torch.dtype | None = torch.bfloat16,
+) -> Tensor:
+    r"""Approximately orthogonalise a matrix: :math:`G = U S V^\top \mapsto U S' V^\top` with :math:`S' \approx I`.
+
+    With :math:`(a, b, c)` = ``coefficients`` and :math:`k` = ``steps``:
+
+    .. math::
+
+        X_0 = G / \max(\|G\|_F, \epsilon), \qquad
+        X_{j+1} = a X_j + b\, (X_j X_j^\top) X_j + c\, (X_j X_j^\top)^2 X_j
+            \quad (j = 0, \dots, k - 1)
+
+    Each step applies the odd polynomial :math:`p(\sigma) = a\sigma + b\sigma^3 + c\sigma^5`
+    to every singular value and leaves the singular vectors alone: :math:`X_k = U\,
+    p^{(k)}(S / \|G\|_F)\, V^\top`. Dividing by the Frobenius norm (which bounds the spectral
+    norm) puts every :math:`\sigma` in :math:`[0, 1]`. Muon's coefficients trade exactness
+    for speed: the slope at zero, :math:`a = 3.4445`, grows a small singular value
+    :math:`3.4445^5 \approx 485` times in five steps, but the iteration does not converge to
+    1: it settles in a band. Iterating the scalar map shows that five steps send every
+    :math:`\sigma \in [0.0021, 1]` into :math:`[0.682, 1.202]` (into :math:`[0.682, 1.135]`
+    from :math:`\sigma \ge 0.01`); smaller ones stay small. The result is not :math:`UV^\top`
+    but close enough for an optimizer (Jordan et al. report no loss from it).
+
+    For a tall :math:`G` (more rows than columns) the iteration runs on :math:`G^\top` and
+    transposes back, so that :math:`X X^\top` is the smaller Gram matrix. Operation for
+    operation this is ``torch.optim.Muon``'s iteration: ``dtype=torch.bfloat16`` (the
+    default, as torch) casts :math:`G` to bfloat16 first and runs every product in it;
+    ``dtype=None`` runs in :math:`G`'s own dtype, which is what the math above describes to
+    the last digit (see :class:`book.optim.Muon` for what bfloat16 costs).
+
+    Args:
+        G: a 2-D tensor (not modified).
+        steps: :math:`k`, fewer than 100 (default 5).
+        coefficients: :math:`(a, b, c)` (default Jordan's ``(3.4445, -4.7750, 2.0315)``).
+        eps: :math:`\epsilon`, the floor of the norm (default ``1e-7``).
+        dtype: the dtype of the iteration (default ``torch.bfloat16``); ``None``: ``G``'s.
+
+    Returns:
+        :math:`X_k`, shaped like ``G``, in ``dtype`` (``G``'s dtype when ``None``).
+
+    Raises:
+        ValueError: for ``steps >= 100``, a ``G`` that is not 2-D, or not three coefficients
+            (``torch.optim.Muon``'s messages, raised at its first step).
+
+    Example:
+        >>> G = torch.tensor([[3.0, 0.0, 0.0], [0.0, 0.5, 0.0]])     # singular values 3 and 0.5
+        >>> newton_schulz(G, dtype=None)                           # both driven into [0.68, 1.2]
+        tensor([[0.7136, 0.0000, 0.0000],
+                [0.0000, 1.0420, 0.0000]])
+
+    References:
+        K. Jordan, Y. Jin, V. Boza, J. You, F. Cesista, L. Newhouse, J. Bernstein, "Muon: an
+        optimizer for hidden layers in neural networks", blog post, 2024,
+        https://kellerjordan.github.io/posts/muon/.
+    """
+    if steps >= 100:
+        raise ValueError("Number of steps must be less than 100 for computational efficiency")
+    if G.dim() != 2:
+        raise ValueError("Input tensor gradient must be a 2D matrix")
+    if len(coefficients) != 3:
+        raise ValueError("Coefficients must be a tuple of exactly 3 values")
+    a, b, c = coefficients
+    X = G if dtype is None else G.to(dtype)
+    tall = G.size(0) > G.size(1)
+    if tall:
+        X = X.T  # wide: X X^T is the smaller Gram matrix
+    X = X / X.norm().clamp(min=eps)  # X_0 = G / ||G||_F: every singular value in [0, 1]
+    for _ in range(steps):
+        A = X @ X.T  # A = X X^T
+        B = torch.addmm(A, A, A, beta=b, alpha=c)  # B = b A + c A^2
+        X = torch.addmm(X, B, X, beta=a)  # X <- a X + B X = a X + b (X X^T) X + c (X X^T)^2 X
+    return X.T if tall else X
+
+
+def muon_lr(lr: float, shape: torch.Size | tuple[int, ...], adjust_lr_fn: str | None = None) -> float:
+    r"""The learning rate Muon applies to an :math:`A \times B` matrix (``torch.optim.Muon``'s ``adjust_lr_fn``).
+
+    An orthogonalised update :math:`O` has all its singular values near 1, so its RMS is
+    about :math:`1/\sqrt{\max(A, B)}`. The two rescalings:
+
+    - ``None`` or ``"original"`` (Jordan's): :math:`\eta \sqrt{\max(1, A/B)}`, which gives
+      tall and wide matrices the same RMS update per unit of :math:`\eta` (about
+      :math:`\eta / \sqrt{B}`);
+    - ``"match_rms_adamw"`` (Liu et al., Moonshot AI, 2025): :math:`0.2\,\eta \sqrt{\max(A, B)}`,
+      an update of RMS about :math:`0.2\eta`, AdamW's typical RMS, so AdamW's :math:`\eta` and
+      weight decay carry over.
+
+    Raises:
+        ValueError: for any other ``adjust_lr_fn`` (``torch.optim.Muon`` checks only its
+            constructor's value and treats an unknown one set later in a group as "no
+            adjustment"; here it is refused).
+
+    Example:
+        >>> muon_lr(0.02, (512, 128)), muon_lr(0.02, (128, 512))    # tall: x sqrt(4); wide: x 1
+        (0.04, 0.02)
+        >>> round(muon_lr(0.02, (128, 512), "match_rms_adamw"), 6)    # 0.2 * sqrt(512) * 0.02
+        0.09051
+
+    References:
+        J. Liu et al., "Muon is scalable for LLM training", arXiv:2502.16982, 2025.
+    """
+    A, B = shape[:2]
+    if adjust_lr_fn is None or adjust_lr_fn == "original":
+        ratio = math.sqrt(max(1, A / B))  # sqrt(max(1, A / B))
+    elif adjust_lr_fn == "match_rms_adamw":
+        ratio = 0.2 * math.sqrt(max(A, B))  # 0.2 sqrt(max(A, B))
+    else:
+        raise ValueError(f"Adjust learning rate function {adjust_lr_fn} is not supported")
+    return lr * ratio
+
+
+@torch.no_grad()
+def muon(
+    param: Tensor,
+    grad: Tensor,
+    momentum_buffer: Tensor,
+    *,
+    lr: float = 1e-3,
+    weight_decay: float = 0.1,
+    momentum: float = 0.95,
+    nesterov: bool = True,
+    ns_coefficients: tuple[float, float, float] = MUON_COEFFICIENTS,
+    eps: float = 1e-7,
+    ns_steps: int = 5,
+    adjust_lr_fn: str | None = None,
+    ns_dtype: torch.dtype | None = torch.bfloat16,
+) -> Tensor:
+    r"""One step of Muon on one matrix, as ``torch.optim.Muon`` takes it.
+
+    With :math:`\eta` = ``lr``, :math:`\lambda` = ``weight_decay``, :math:`\mu` =
+    ``momentum`` and :math:`B` = ``momentum_buffer``:
+
+    .. math::
+
+        B &\leftarrow \mu B + (1 - \mu)\, g \\
+        D &= \begin{cases} (1 - \mu)\, g + \mu B & \text{nesterov} \\
+                           B & \text{otherwise} \end{cases} \\
+        O &= \mathrm{NS}_k(D) \qquad (\text{see } \texttt{newton\_schulz}) \\
+        \theta &\leftarrow (1 - \eta\lambda)\,\theta - \eta'\, O,
+            \qquad \eta' = \texttt{muon\_lr}(\eta, \text{shape}, \texttt{adjust\_lr\_fn})
+
+    The buffer is an exponential average (``lerp``), as in Jordan's code and torch's; torch's
+    docstring writes :math:`B \leftarrow \mu B + g`, a buffer :math:`1/(1 - \mu)` times
+    larger. Newton–Schulz divides by the norm first, so the scale of :math:`D` does not
+    matter (up to the floor ``eps``). The decay uses :math:`\eta`, the update the adjusted
+    :math:`\eta'`. ``ns_dtype`` is the dtype of the iteration: bfloat16 by default, as torch;
+    ``None`` runs it in the buffer's dtype.
+
+    Args:
+        param: the matrix, updated in place.
+        grad: its gradient (not modified), 2-D.
+        momentum_buffer: :math:`B`, updated in place (starts at zero).
+        lr, weight_decay, momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn,
+            ns_dtype: as in :class:`book.optim.Muon`.
+
+    Returns:
+        :math:`O`, the orthogonalised direction (in ``ns_dtype``).
+
+    Raises:
+        ValueError: for a gradient that is not 2-D ("Param gradient must be a 2D matrix"),
+            and as :func:`newton_schulz` and :func:`muon_lr`.
+
+    Example:
+        >>> p, buf = torch.zeros(2, 2), torch.zeros(2, 2)
+        >>> O = muon(p, torch.tensor([[4.0, 0.0], [0.0, 0.1]]), buf, lr=0.1, ns_dtype=None)
+        >>> p           # both directions move by about lr, though the gradients differ 40-fold
+        tensor([[-0.0697,  0.0000],
+                [ 0.0000, -0.0933]])
+    """
+    if grad.dim() != 2:
+        raise ValueError("Param gradient must be a 2D matrix")
+    momentum_buffer.lerp_(grad, 1 - momentum)  # B <- mu B + (1 - mu) g
+    direction = grad.lerp(momentum_buffer, momentum) if nesterov else momentum_buffer  # (1 - mu) g + mu B, or B
+    update = newton_schulz(direction, ns_steps, ns_coefficients, eps, dtype=ns_dtype)  # O ~ U V^T
+    adjusted_lr = muon_lr(lr, param.shape, adjust_lr_fn)  # eta'
+    if weight_decay != 0:
+        param.mul_(1 - lr * weight_decay)  # theta <- (1 - eta lambda) theta
+    param.add_(update, alpha=-adjusted_lr)  # theta <- theta - eta' O
+    return update
