@@ -4,9 +4,7 @@ A kernel updates **one** parameter tensor in place from its gradient and returns
 state; it keeps nothing between calls. The optimizer classes loop over parameters and
 store the returned state, so these few lines are the whole algorithm::
 
-    >>> import math
-
-import torch
+    >>> import torch
     >>> from book.optim import functional as F
     >>> param, grad = torch.tensor([1.0, -2.0]), torch.tensor([0.5, 0.5])
     >>> buf = F.sgd(param, grad, None, lr=0.1, momentum=0.9)
