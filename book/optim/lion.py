@@ -43,7 +43,8 @@ class Lion(ListOptimizer):
         times *smaller* than AdamW's, and, since the decoupled decay multiplies
         :math:`\eta\lambda`, a :math:`\lambda` 3–10 times *larger*, to keep the same effective decay
         (for instance, by that rule, AdamW's lr 3e-4 and wd 0.1 become lr 3e-5 to 1e-4 and wd 0.3 to 1). The defaults,
-        ``lr=1e-4``, ``betas=(0.9, 0.99)``, are the package's and the paper's.
+        ``lr=1e-4``, ``betas=(0.9, 0.99)``, are the package's and the paper's; the paper suggests
+        ``betas=(0.95, 0.98)`` where training is unstable.
 
         **Conventions of lion-pytorch 0.2.5** (reproduced): the decay is always multiplied by
         ``lr`` (``param.mul_(1 - lr * weight_decay)``, even when ``weight_decay`` is 0). Its
@@ -130,6 +131,6 @@ class Lion(ListOptimizer):
             params, grads, exp_avgs = self._init_group(group)
             weight_decay = group["weight_decay"]
             if self.decoupled_weight_decay:
-                weight_decay = weight_decay / self.init_lr  # lambda / eta_0: the decay per step no longer scales with lr
+                weight_decay = weight_decay / self.init_lr  # lambda / eta_0: the decay no longer scales with lr
             _lion_loop(params, grads, exp_avgs, lr=group["lr"], betas=group["betas"], weight_decay=weight_decay)
         return loss
