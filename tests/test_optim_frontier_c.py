@@ -15,16 +15,15 @@ from __future__ import annotations
 import copy
 import doctest
 
+import lion_pytorch
 import pytest
+import schedulefree
 import torch
 
 import book.optim as optim
 import book.optim.lion as lion_module
 import book.optim.schedulefree as schedulefree_module
 from book.optim import functional as F
-
-lion_pytorch = pytest.importorskip("lion_pytorch")
-schedulefree = pytest.importorskip("schedulefree")
 
 STEPS = 30
 SHAPES = [(5, 4), (4,), (3, 2, 2), (6,)]
