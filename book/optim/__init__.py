@@ -33,10 +33,12 @@ from book.optim.adam import Adam, AdamW
 from book.optim.adamax import Adamax
 from book.optim.frontier import Adafactor, Muon
 from book.optim.large_batch import LAMB, LARS
+from book.optim.lion import Lion
 from book.optim.nadam import NAdam
 from book.optim.radam import RAdam
 from book.optim.rmsprop import RMSprop
+from book.optim.schedulefree import ScheduleFreeAdamW, ScheduleFreeSGD
 from book.optim.sgd import SGD
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "NAdam", "RAdam", "Adamax", "Adafactor", "Muon",
-           "LARS", "LAMB", "functional"]
+           "Lion", "ScheduleFreeSGD", "ScheduleFreeAdamW", "LARS", "LAMB", "functional"]

@@ -1794,3 +1794,199 @@ def muon(
         param.mul_(1 - lr * weight_decay)  # theta <- (1 - eta lambda) theta
     param.add_(update, alpha=-adjusted_lr)  # theta <- theta - eta' O
     return update
+
+
+# --- Lion and schedule-free training: twins of the lion-pytorch and schedulefree packages ---
+
+__all__ += ["lion", "schedule_free_weights", "schedule_free_sgd", "schedule_free_adamw", "schedule_free_swap"]
+
+
+@torch.no_grad()
+def lion(
+    param: Tensor,
+    grad: Tensor,
+    exp_avg: Tensor,
+    *,
+    lr: float = 1e-4,
+    betas: tuple[float, float] = (0.9, 0.99),
+    weight_decay: float = 0.0,
+) -> None:
+    r"""One step of Lion (Chen et al. 2023) on one tensor, as ``lion_pytorch.Lion`` takes it.
+
+    With :math:`\eta` = ``lr``, :math:`(\beta_1, \beta_2)` = ``betas``, :math:`\lambda` =
+    ``weight_decay`` and :math:`m` = ``exp_avg``:
+
+    .. math::
+
+        \theta &\leftarrow (1 - \eta\lambda)\,\theta \\
+        \theta &\leftarrow \theta - \eta\, \mathrm{sign}\bigl(\beta_1 m + (1 - \beta_1)\, g\bigr) \\
+        m &\leftarrow \beta_2 m + (1 - \beta_2)\, g
+
+    The update is a sign: every coordinate moves by exactly :math:`\eta` (or not at all where
+    the interpolation is exactly 0), whatever the size of its gradient. The direction
+    interpolates with :math:`\beta_1`, the memory with the larger :math:`\beta_2`: two
+    different averages of the same gradients.
+
+    Args:
+        param: the tensor, updated in place.
+        grad: its gradient (not modified).
+        exp_avg: :math:`m`, updated in place (starts at zero).
+        lr, betas, weight_decay: as in :class:`book.optim.Lion`.
+
+    Example:
+        >>> p, m = torch.zeros(3), torch.zeros(3)
+        >>> lion(p, torch.tensor([1e-6, -5.0, 0.0]), m, lr=0.1)
+        >>> p           # the sizes of the gradients do not matter, only their signs
+        tensor([-0.1000,  0.1000,  0.0000])
+    """
+    beta1, beta2 = betas
+    param.mul_(1.0 - lr * weight_decay)  # theta <- (1 - eta lambda) theta (lion-pytorch multiplies even by 1)
+    update = exp_avg.mul(beta1).add_(grad, alpha=1.0 - beta1).sign_()  # sign(beta1 m + (1 - beta1) g)
+    param.add_(update, alpha=-lr)  # theta <- theta - eta sign(...)
+    exp_avg.mul_(beta2).add_(grad, alpha=1.0 - beta2)  # m <- beta2 m + (1 - beta2) g
+
+
+def schedule_free_weights(
+    k: int,
+    lr: float,
+    *,
+    warmup_steps: int = 0,
+    r: float = 0.0,
+    weight_lr_power: float = 2.0,
+    lr_max: float = -1.0,
+    weight_sum: float = 0.0,
+) -> tuple[float, float, float, float]:
+    r"""The scalars of schedule-free step :math:`t = k + 1`: the warmed-up lr and the averaging weight.
+
+    .. math::
+
+        \gamma_t &= \gamma \cdot \min(1, t / \text{warmup\_steps}), \qquad
+        \gamma_{\max} \leftarrow \max(\gamma_{\max}, \gamma_t) \\
+        w_t &= t^{r}\, \gamma_{\max}^{\,p}, \qquad W \leftarrow W + w_t, \qquad
+        c_{t} = w_t / W
+
+    :math:`c_t` (the package's ``ckp1``) is the weight of the newest iterate :math:`z_t` in the
+    running average :math:`x`: with :math:`r = 0` and no warmup, :math:`c_t = 1/t`, the plain
+    average of all the :math:`z`. During warmup the weights grow like :math:`\gamma_t^p`
+    (``weight_lr_power`` :math:`p`), so the small early steps count for little.
+
+    Returns:
+        ``(scheduled_lr, lr_max, weight_sum, ckp1)``: the new values of the group's
+        ``scheduled_lr``, ``lr_max`` and ``weight_sum`` and the weight :math:`c_t` (0 if
+        :math:`W = 0`, as the package).
+
+    Example:
+        >>> [round(schedule_free_weights(k, 1.0, weight_sum=float(k))[3], 3) for k in range(4)]
+        [1.0, 0.5, 0.333, 0.25]
+    """
+    sched = (k + 1) / warmup_steps if k < warmup_steps else 1.0
+    lr = lr * sched  # gamma_t
+    lr_max = max(lr, lr_max)
+    weight = ((k + 1) ** r) * (lr_max**weight_lr_power)  # w_t = t^r gamma_max^p
+    weight_sum = weight_sum + weight  # W
+    ckp1 = weight / weight_sum if weight_sum != 0 else 0.0  # c_t = w_t / W
+    return lr, lr_max, weight_sum, ckp1
+
+
+@torch.no_grad()
+def schedule_free_sgd(
+    param: Tensor,
+    grad: Tensor,
+    z: Tensor,
+    *,
+    lr: float,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    ckp1: float,
+) -> None:
+    r"""One step of schedule-free SGD (Defazio et al. 2024) on one tensor, in train mode.
+
+    The parameter holds :math:`y`, the point where the gradient is taken; ``z`` is the SGD
+    iterate; the average :math:`x` is not stored but recovered from the two
+    (:func:`schedule_free_swap`). With :math:`\gamma` = ``lr`` (already warmed up),
+    :math:`\beta` = ``momentum``, :math:`\lambda` = ``weight_decay`` and :math:`c` = ``ckp1``
+    (:func:`schedule_free_weights`):
+
+    .. math::
+
+        g &\leftarrow \nabla f(y) + \lambda y \\
+        z_{t} &= z_{t-1} - \gamma g, \qquad
+        x_{t} = (1 - c)\, x_{t-1} + c\, z_{t}, \qquad
+        y_{t} = (1 - \beta)\, z_{t} + \beta\, x_{t}
+
+    written, as the package does, as two in-place updates of :math:`y` that never form
+    :math:`x`: :math:`y \leftarrow y + c\,(z - y)`, then
+    :math:`y \leftarrow y + \gamma(\beta(1 - c) - 1)\, g`, then :math:`z \leftarrow z - \gamma g`.
+
+    Args:
+        param: :math:`y`, updated in place.
+        grad: its gradient (not modified; the package adds the decay to ``p.grad`` in place).
+        z: the SGD iterate, updated in place (starts as a copy of the parameter).
+        lr, momentum, weight_decay, ckp1: as above.
+    """
+    if weight_decay != 0:
+        grad = grad.add(param, alpha=weight_decay)  # g + lambda y
+    param.lerp_(z, ckp1)  # y <- y + c (z - y)
+    param.add_(grad, alpha=lr * (momentum * (1 - ckp1) - 1))  # y <- y + gamma (beta (1 - c) - 1) g
+    z.sub_(grad, alpha=lr)  # z <- z - gamma g
+
+
+@torch.no_grad()
+def schedule_free_adamw(
+    param: Tensor,
+    grad: Tensor,
+    z: Tensor,
+    exp_avg_sq: Tensor,
+    *,
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    ckp1: float,
+    step: int,
+) -> None:
+    r"""One step of schedule-free AdamW (Defazio et al. 2024) on one tensor, in train mode.
+
+    :func:`schedule_free_sgd` with the gradient divided by Adam's denominator: with
+    :math:`v` = ``exp_avg_sq`` and :math:`t` = ``step`` (the group's ``k + 1``),
+
+    .. math::
+
+        v &\leftarrow \beta_2 v + (1 - \beta_2)\, g \odot g, \qquad
+        \hat g = g / \bigl(\sqrt{v / (1 - \beta_2^t)} + \epsilon\bigr) + \lambda y \\
+        y &\leftarrow y + c\,(z - y), \quad
+        y \leftarrow y + \gamma(\beta_1(1 - c) - 1)\, \hat g, \quad
+        z \leftarrow z - \gamma \hat g
+
+    :math:`\beta_1` plays the part of the momentum (the interpolation between :math:`z` and
+    :math:`x`); there is no first moment. The decay :math:`\lambda y` is added after the
+    normalisation, so it is decoupled as in AdamW, and taken at :math:`y`.
+
+    Args:
+        param: :math:`y`, updated in place.
+        grad: its gradient (not modified; the package divides ``p.grad`` in place).
+        z: the iterate, updated in place; exp_avg_sq: :math:`v`, updated in place.
+        lr, betas, eps, weight_decay, ckp1, step: as above.
+    """
+    beta1, beta2 = betas
+    bias_correction2 = 1 - beta2**step
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)  # v <- beta2 v + (1 - beta2) g^2
+    denom = exp_avg_sq.div(bias_correction2).sqrt_().add_(eps)  # sqrt(v / (1 - beta2^t)) + eps
+    grad = grad.div(denom)  # g / denom
+    if weight_decay != 0:
+        grad.add_(param, alpha=weight_decay)  # + lambda y
+    param.lerp_(z, ckp1)  # y <- y + c (z - y)
+    param.add_(grad, alpha=lr * (beta1 * (1 - ckp1) - 1))  # y <- y + gamma (beta1 (1 - c) - 1) g
+    z.sub_(grad, alpha=lr)  # z <- z - gamma g
+
+
+@torch.no_grad()
+def schedule_free_swap(param: Tensor, z: Tensor, beta: float, *, to_eval: bool) -> None:
+    r"""Move a schedule-free parameter between :math:`y` (train mode) and :math:`x` (eval mode).
+
+    Since :math:`y = (1 - \beta) z + \beta x`:
+    :math:`x = y + (1 - 1/\beta)(z - y)` (``to_eval=True``) and
+    :math:`y = x + (1 - \beta)(z - x)` (``to_eval=False``). Both are ``lerp_`` calls, as in the
+    package; they are inverses only up to rounding.
+    """
+    param.lerp_(z.to(param.device), 1 - 1 / beta if to_eval else 1 - beta)
