@@ -261,7 +261,10 @@ class SAM(torch.optim.Optimizer):
         there. ``state_dict`` is the base optimizer's (its groups carry ``rho`` and ``adaptive``); the
         perturbation only lives between ``first_step`` and ``second_step``. With ``rho=0`` a step is
         exactly the base optimizer's step, at twice the cost. With a batch-norm model both forward passes
-        update the running statistics.
+        update the running statistics. With a fixed :math:`\rho`, SAM does not settle at a minimum: once
+        :math:`\|g\|` is small, :math:`g/\|g\|` turns from step to step and the iterates bounce at a
+        distance of order :math:`\rho`; there, runs that differ only by rounding part ways (on a quadratic,
+        two equivalent float64 formulas of :math:`\epsilon` differ by 1e-2 after 100 steps).
 
     Example:
         >>> w = torch.tensor([1.0, -2.0], requires_grad=True)
