@@ -256,10 +256,10 @@ class SAM(torch.optim.Optimizer):
 
     Note:
         The authors' widely copied implementation (github.com/davda54/sam) expects the first gradient to
-        be computed *before* ``step(closure)``; here ``step`` calls the closure for both gradients, as
-        ``torch.optim`` optimizers do, and returns the first loss. :math:`\|g\|` gets ``1e-12`` added, as
-        there. ``state_dict`` is the base optimizer's (its groups carry ``rho`` and ``adaptive``); the
-        perturbation only lives between ``first_step`` and ``second_step``. With ``rho=0`` a step is
+        be computed *before* ``step(closure)``; here ``step`` accepts both that and ``torch.optim``'s
+        protocol, in which the closure computes both gradients (see :meth:`step`). :math:`\|g\|` gets
+        ``1e-12`` added, as there. ``state_dict`` is the base optimizer's (its groups carry ``rho`` and
+        ``adaptive``); the perturbation only lives between ``first_step`` and ``second_step``. With ``rho=0`` a step is
         exactly the base optimizer's step, at twice the cost. With a batch-norm model both forward passes
         update the running statistics. With a fixed :math:`\rho`, SAM does not settle at a minimum: once
         :math:`\|g\|` is small, :math:`g/\|g\|` turns from step to step and the iterates bounce at a
@@ -332,17 +332,25 @@ class SAM(torch.optim.Optimizer):
             self.zero_grad()
 
     def step(self, closure=None):
-        """One SAM step: ``closure()`` at ``w``, :meth:`first_step`, ``closure()`` at ``w + ε``,
-        :meth:`second_step`. Returns the loss at ``w``."""
+        """One SAM step: the gradient at ``w``, :meth:`first_step`, ``closure()`` at ``w + ε``, :meth:`second_step`.
+
+        The gradient at ``w`` is the one already in ``.grad`` if any parameter has one (you, or
+        :func:`book.train.fit` with ``closure=True``, called ``backward()`` before ``step``: the authors'
+        protocol, which also lets a gradient-clipping hook act on it); otherwise ``closure()`` computes it
+        (``torch.optim``'s protocol) and its loss is returned. The gradients are set to ``None`` at the end,
+        so a stale one is never taken for the next step's.
+        """
         if closure is None:
             raise RuntimeError("SAM needs a closure (zero_grad, forward, backward, return loss), "
                                "or call first_step() and second_step() yourself")
-        with torch.enable_grad():
-            loss = closure()
+        loss = None
+        if all(p.grad is None for group in self.param_groups for p in group["params"]):
+            with torch.enable_grad():
+                loss = closure()
         self.first_step(zero_grad=True)
         with torch.enable_grad():
             closure()
-        self.second_step()
+        self.second_step(zero_grad=True)
         return loss
 
     def state_dict(self):
