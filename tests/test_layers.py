@@ -17,7 +17,7 @@ BOOK = Path(__file__).resolve().parent.parent / "book"
 KERNELS = sorted([*(BOOK / "optim").glob("*.py"), *(BOOK / "practice").glob("*.py"),
                   *(BOOK / f"{name}.py" for name in
                     ("schedules", "losses", "normalization", "regularization", "gd", "landscapes", "precision", "scaling",
-                     "checks", "utils"))])
+                     "sharpness", "checks", "utils"))])
 ABOVE = {"train", "data", "plotting", "widgets", "grading"}
 
 
