@@ -560,6 +560,17 @@ def _directions(
     return grads, False
 
 
+def _decayed_directions(
+    params: list[Tensor], grads: list[Tensor], maximize: bool, weight_decay: float, lr: float, decoupled: bool
+) -> list[Tensor]:
+    r"""Weight decay for Adam-like foreach kernels: decoupled (:math:`\theta \leftarrow (1 - \eta\lambda)\theta`,
+    applied to ``params`` now, as AdamW) or coupled (:math:`g + \lambda\theta`); returns the directions."""
+    if weight_decay != 0 and decoupled:
+        torch._foreach_mul_(params, 1 - lr * weight_decay)  # theta <- (1 - eta lambda) theta
+        return _directions(params, grads, maximize, 0.0)[0]
+    return _directions(params, grads, maximize, weight_decay)[0]  # g + lambda theta
+
+
 @torch.no_grad()
 def sgd_foreach(
     params: list[Tensor],
@@ -770,11 +781,7 @@ def adam_foreach(
         return
     beta1, beta2 = betas
     _increment(steps)  # t <- t + 1
-    if weight_decay != 0 and decoupled_weight_decay:
-        torch._foreach_mul_(params, 1 - lr * weight_decay)  # AdamW: theta <- (1 - eta lambda) theta
-        grads, _ = _directions(params, grads, maximize, 0.0)
-    else:
-        grads, _ = _directions(params, grads, maximize, weight_decay)  # Adam: g + lambda theta
+    grads = _decayed_directions(params, grads, maximize, weight_decay, lr, decoupled_weight_decay)
     torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)  # m <- beta1 m + (1 - beta1) g
     torch._foreach_mul_(exp_avg_sqs, beta2)  # v <- beta2 v
     torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)  # ... + (1 - beta2) g^2
@@ -1376,11 +1383,7 @@ def nadam_foreach(
         return
     beta1, beta2 = betas
     _increment(steps)  # t <- t + 1
-    if weight_decay != 0 and decoupled_weight_decay:
-        torch._foreach_mul_(params, 1 - lr * weight_decay)  # NAdamW: theta <- (1 - eta lambda) theta
-        grads, _ = _directions(params, grads, maximize, 0.0)
-    else:
-        grads, _ = _directions(params, grads, maximize, weight_decay)  # g + lambda theta
+    grads = _decayed_directions(params, grads, maximize, weight_decay, lr, decoupled_weight_decay)
     ts = [t.item() for t in steps]
     mus = [beta1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay)) for t in ts]  # mu_t, per tensor
     mu_nexts = [beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * momentum_decay)) for t in ts]  # mu_{t+1}
@@ -1428,11 +1431,7 @@ def radam_foreach(
         return
     beta1, beta2 = betas
     _increment(steps)  # t <- t + 1
-    if weight_decay != 0 and decoupled_weight_decay:
-        torch._foreach_mul_(params, 1 - lr * weight_decay)  # theta <- (1 - eta lambda) theta
-        grads, _ = _directions(params, grads, maximize, 0.0)
-    else:
-        grads, _ = _directions(params, grads, maximize, weight_decay)  # g + lambda theta
+    grads = _decayed_directions(params, grads, maximize, weight_decay, lr, decoupled_weight_decay)
     torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)  # m <- beta1 m + (1 - beta1) g
     torch._foreach_mul_(exp_avg_sqs, beta2)  # v <- beta2 v
     torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)  # ... + (1 - beta2) g^2
