@@ -72,7 +72,13 @@ VARIANTS = ["book", "book-loop", "book-foreach", "book-compiled", "torch-loop", 
 # Machine and bandwidth
 
 
-def machine_info(threads: int) -> dict:
+def _sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously; the CPU needs nothing)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def machine_info(threads: int, device: torch.device = torch.device("cpu")) -> dict:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as fh:
@@ -91,6 +97,7 @@ def machine_info(threads: int) -> dict:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "threads": threads,
+        "device": (torch.cuda.get_device_name(device) if device.type == "cuda" else device.type),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "load_average_1min": round(load, 2),
@@ -108,17 +115,20 @@ class StreamTriad:
     the triad again between its cells and keeps the best: ``best`` is the fastest pass seen.
     """
 
-    def __init__(self, numel: int = 2**25) -> None:
-        self.numel = numel
-        self.a, self.b, self.c = torch.empty(numel), torch.rand(numel), torch.rand(numel)
+    def __init__(self, numel: int = 2**25, device: torch.device = torch.device("cpu")) -> None:
+        self.numel, self.device = numel, device
+        self.a = torch.empty(numel, device=device)
+        self.b, self.c = torch.rand(numel, device=device), torch.rand(numel, device=device)
         torch.add(self.b, self.c, alpha=0.5, out=self.a)  # touch every page first
         self.best = 0.0
         self.samples = 0
 
     def sample(self, repeats: int = 3) -> float:
         for _ in range(repeats):
+            _sync(self.device)
             start = time.perf_counter()
             torch.add(self.b, self.c, alpha=0.5, out=self.a)
+            _sync(self.device)
             self.best = max(self.best, 3 * 4 * self.numel / (time.perf_counter() - start) / 1e9)
             self.samples += 1
         return self.best
@@ -161,12 +171,12 @@ def shapes(numel: int, layout: str) -> list[tuple[int, ...]]:
     return out
 
 
-def make_params(numel: int, layout: str, seed: int = 0) -> list[torch.Tensor]:
+def make_params(numel: int, layout: str, seed: int = 0, device: torch.device = torch.device("cpu")) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     params = []
     for shape in shapes(numel, layout):
-        p = torch.randn(shape, generator=gen)
-        p.grad = torch.randn(shape, generator=gen) * 1e-2
+        p = torch.randn(shape, generator=gen).to(device)
+        p.grad = (torch.randn(shape, generator=gen) * 1e-2).to(device)
         params.append(p)
     return params
 
@@ -257,20 +267,26 @@ def torch_default(name: str, params: list[torch.Tensor]) -> str:
 # Timing
 
 
-def time_variants(optimizers: dict, repeats: int, target_s: float = 0.02, warmup: int = 2) -> tuple[dict, dict]:
-    """Median seconds per step of each optimizer (interleaved, shuffled), and first-step times."""
+def time_variants(optimizers: dict, repeats: int, target_s: float = 0.02, warmup: int = 2,
+                  device: torch.device = torch.device("cpu")) -> tuple[dict, dict]:
+    """Median seconds per step of each optimizer (interleaved, shuffled), and first-step times.
+    On CUDA the clock is read after the device has finished the queued steps."""
     first = {}
     for variant, opt in optimizers.items():
+        _sync(device)
         start = time.perf_counter()
         opt.step()  # creates the state (and compiles)
+        _sync(device)
         first[variant] = time.perf_counter() - start
         for _ in range(warmup - 1):
             opt.step()
     # steps per sample: enough for ~target_s, estimated from one more step
     inner = {}
     for variant, opt in optimizers.items():
+        _sync(device)
         start = time.perf_counter()
         opt.step()
+        _sync(device)
         inner[variant] = max(1, min(50, round(target_s / max(time.perf_counter() - start, 1e-6))))
     samples = {v: [] for v in optimizers}
     order = list(optimizers)
@@ -279,9 +295,11 @@ def time_variants(optimizers: dict, repeats: int, target_s: float = 0.02, warmup
         rng.shuffle(order)
         for variant in order:
             opt, n = optimizers[variant], inner[variant]
+            _sync(device)
             start = time.perf_counter()
             for _ in range(n):
                 opt.step()
+            _sync(device)
             samples[variant].append((time.perf_counter() - start) / n)
     return {v: (statistics.median(s), min(s)) for v, s in samples.items()}, first
 
@@ -296,12 +314,15 @@ def run(
     triad_numel: int = 2**25,
     target_s: float = 0.02,
     progress: bool = False,
+    device: str | torch.device = "cpu",
 ) -> dict:
-    """Run the benchmark and return its results as a JSON-ready dict (see ``format_table``)."""
+    """Run the benchmark and return its results as a JSON-ready dict (see ``format_table``).
+    On ``device="cuda"`` the parameters, gradients, state and the triad's arrays live on the GPU."""
+    device = torch.device(device)
     if threads is not None:
         torch.set_num_threads(threads)
-    info = machine_info(torch.get_num_threads())
-    triad = StreamTriad(triad_numel)
+    info = machine_info(torch.get_num_threads(), device)
+    triad = StreamTriad(triad_numel, device)
     triad.sample(10)
     rows = []
     for name in optimizers:
@@ -313,11 +334,11 @@ def run(
         for numel in sizes:
             for layout in layouts:
                 started = time.perf_counter()
-                params = make_params(numel, layout)
+                params = make_params(numel, layout, device=device)
                 made, missing = build_variants(name, params, use_compiled)
                 compile_before = dict(bcompiled.compile_seconds)
                 triad.sample(3)  # again between cells: keep the best pass of the whole run
-                timings, first = time_variants(made, repeats, target_s=target_s)
+                timings, first = time_variants(made, repeats, target_s=target_s, device=device)
                 medians = {v: med for v, (med, _) in timings.items()}
                 compile_new = {str(k): s for k, s in bcompiled.compile_seconds.items() if k not in compile_before}
                 default = torch_default(name, params)
@@ -361,7 +382,7 @@ def format_table(results: dict) -> str:
     lines = [
         f"book.optim vs torch.optim: median step time over {results['repeats']} interleaved repeats",
         f"date {m['date']} | CPU {m['cpu']} | {m['cores']} cores | torch {m['torch']} | "
-        f"{m['threads']} threads | load average {m['load_average_1min']}",
+        f"{m['threads']} threads | device {m.get('device', 'cpu')} | load average {m['load_average_1min']}",
         f"memory bandwidth (STREAM triad a = b + s*c, 12 B/element, best of {m['triad_samples']} passes "
         f"spread over the run): {m['triad_gbps']:.1f} GB/s",
         "ms/step: median over the repeats; best: the fastest repeat. "
@@ -411,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a fast smoke run: 256K parameters, SGD and Adam, 3 repeats, no compiled path")
     parser.add_argument("--warm-cache", action="store_true",
                         help="reuse TorchInductor's on-disk cache (default: a fresh one, so compile times are cold)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (parameters, state and triad on that device)")
     parser.add_argument("--json", type=Path, default=None, help="also save the results here")
     args = parser.parse_args(argv)
     if args.quick:
@@ -433,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         use_compiled=not args.no_compiled,
         triad_numel=2**24 if args.quick else 2**25,
         progress=True,
+        device=args.device,
     )
     print(format_table(results))
     if args.json is not None:

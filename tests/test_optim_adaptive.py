@@ -129,12 +129,12 @@ def test_equals_torch(device, dtype, name, case):
     for p, q, r, p0 in zip(p_single, p_multi, p_theirs, start):
         assert p.dtype == dtype and p.device.type == device.type
         assert not torch.allclose(r, p0)  # it moved
-        torch.testing.assert_close(p, r, **tolerance(dtype))  # single-tensor == torch
-        torch.testing.assert_close(q, p, **tolerance(dtype))  # foreach == single-tensor
+        torch.testing.assert_close(p, r, **tolerance(dtype, device))  # single-tensor == torch
+        torch.testing.assert_close(q, p, **tolerance(dtype, device))  # foreach == single-tensor
         if device.type == "cpu":  # a CPU foreach op is a loop over the same tensor op
             assert torch.equal(q, p)
-    assert_states_close(single, theirs, **tolerance(dtype))
-    assert_states_close(multi, single, **tolerance(dtype))
+    assert_states_close(single, theirs, **tolerance(dtype, device))
+    assert_states_close(multi, single, **tolerance(dtype, device))
     expected_keys = SPECS[name].state_keys(case)
     for state in theirs.state.values():
         assert set(state) == expected_keys
@@ -157,10 +157,10 @@ def test_parameters_without_grad_are_skipped(device, name):
         assert frozen.grad is None and not frozen.any()  # untouched, even by weight decay
     (single, p_single), (multi, p_multi), (theirs, p_theirs) = runs
     for p, q, r in zip(p_single, p_multi, p_theirs):
-        torch.testing.assert_close(p, r, **tolerance(dtype))
-        torch.testing.assert_close(q, r, **tolerance(dtype))
-    assert_states_close(single, theirs, **tolerance(dtype))
-    assert_states_close(multi, theirs, **tolerance(dtype))
+        torch.testing.assert_close(p, r, **tolerance(dtype, device))
+        torch.testing.assert_close(q, r, **tolerance(dtype, device))
+    assert_states_close(single, theirs, **tolerance(dtype, device))
+    assert_states_close(multi, theirs, **tolerance(dtype, device))
     if "step" in SPECS[name].state_keys(case):
         steps = [float(theirs.state[p]["step"]) for p in p_theirs]
         assert steps == [20.0, 30.0, 30.0]

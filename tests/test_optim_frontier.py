@@ -131,14 +131,14 @@ def test_equals_torch(device, dtype, name, case):
     for p, q, r, s, p0 in zip(p_single, p_multi, p_loop, p_fore, start):
         assert p.dtype == dtype and p.device.type == device.type
         assert not torch.allclose(r, p0)  # it moved
-        torch.testing.assert_close(p, r, **tolerance(dtype))  # single-tensor == torch's loop
-        torch.testing.assert_close(p, s, **tolerance(dtype))  # single-tensor == torch's foreach path
-        torch.testing.assert_close(q, p, **tolerance(dtype))  # our foreach == our single-tensor
+        torch.testing.assert_close(p, r, **tolerance(dtype, device))  # single-tensor == torch's loop
+        torch.testing.assert_close(p, s, **tolerance(dtype, device))  # single-tensor == torch's foreach path
+        torch.testing.assert_close(q, p, **tolerance(dtype, device))  # our foreach == our single-tensor
         if device.type == "cpu":  # the same tensor ops in the same order: the same bits
             assert torch.equal(p, r) and torch.equal(q, p)
-    assert_states_close(single, loop, **tolerance(dtype))
-    assert_states_close(single, fore, **tolerance(dtype))
-    assert_states_close(multi, single, **tolerance(dtype))
+    assert_states_close(single, loop, **tolerance(dtype, device))
+    assert_states_close(single, fore, **tolerance(dtype, device))
+    assert_states_close(multi, single, **tolerance(dtype, device))
     for state in loop.state.values():
         assert set(state) == SPECS[name].state_keys
     for g_ours, g_theirs in zip(single.param_groups, loop.param_groups):
@@ -160,10 +160,10 @@ def test_parameters_without_grad_are_skipped(device, name):
         assert frozen.grad is None and not frozen.any()  # untouched, even by weight decay
     (single, p_single), (multi, p_multi), (loop, p_loop), _ = runs
     for p, q, r in zip(p_single, p_multi, p_loop):
-        torch.testing.assert_close(p, r, **tolerance(dtype))
-        torch.testing.assert_close(q, r, **tolerance(dtype))
-    assert_states_close(single, loop, **tolerance(dtype))
-    assert_states_close(multi, loop, **tolerance(dtype))
+        torch.testing.assert_close(p, r, **tolerance(dtype, device))
+        torch.testing.assert_close(q, r, **tolerance(dtype, device))
+    assert_states_close(single, loop, **tolerance(dtype, device))
+    assert_states_close(multi, loop, **tolerance(dtype, device))
     steps = [float(loop.state[p]["step"]) for p in p_loop]
     assert steps == [20.0, 30.0, 30.0, 30.0]
     assert [float(single.state[p]["step"]) for p in p_single] == steps
@@ -209,7 +209,7 @@ def test_state_dicts_interchange_with_torch(device, dtype, name):
         run(opt, params, 20, start=20)
         run(cont_opt, cont, 20, start=20)
         for p, q in zip(cont, params):
-            torch.testing.assert_close(p, q, **tolerance(dtype))
+            torch.testing.assert_close(p, q, **tolerance(dtype, device))
             if device.type == "cpu" and second is spec.ours:  # torch's run, continued by ours: not a bit lost
                 assert torch.equal(p, q)
         if second is spec.ours:
@@ -218,7 +218,7 @@ def test_state_dicts_interchange_with_torch(device, dtype, name):
             s_cont, s_opt = cont_opt.state_dict()["state"], opt.state_dict()["state"]
             for i in s_opt:
                 for key in s_opt[i]:
-                    torch.testing.assert_close(s_cont[i][key].to(s_opt[i][key]), s_opt[i][key], **tolerance(dtype))
+                    torch.testing.assert_close(s_cont[i][key].to(s_opt[i][key]), s_opt[i][key], **tolerance(dtype, device))
 
 
 def test_nadam_resume_keeps_mu_product_where_torch_casts_it():
