@@ -34,6 +34,7 @@ from book.optim.adamax import Adamax
 from book.optim.frontier import Adafactor, Muon
 from book.optim.large_batch import LAMB, LARS
 from book.optim.lion import Lion
+from book.optim.multi import MultiOptimizer, muon_with_adamw
 from book.optim.nadam import NAdam
 from book.optim.radam import RAdam
 from book.optim.rmsprop import RMSprop
@@ -41,4 +42,4 @@ from book.optim.schedulefree import ScheduleFreeAdamW, ScheduleFreeSGD
 from book.optim.sgd import SGD
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "NAdam", "RAdam", "Adamax", "Adafactor", "Muon",
-           "Lion", "ScheduleFreeSGD", "ScheduleFreeAdamW", "LARS", "LAMB", "functional"]
+           "Lion", "MultiOptimizer", "muon_with_adamw", "ScheduleFreeSGD", "ScheduleFreeAdamW", "LARS", "LAMB", "functional"]
