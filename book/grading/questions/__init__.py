@@ -13,7 +13,7 @@ from functools import lru_cache
 from book.grading.core import Question
 
 MODULES = ["landscapes", "gradient_descent", "sgd", "momentum", "adaptive", "schedules", "losses", "regularization",
-           "normalization", "practice", "scaling"]
+           "normalization", "practice", "scaling", "frontiers"]
 
 
 @lru_cache(maxsize=None)
