@@ -213,10 +213,13 @@ def run(workload: Workload, method: str, hparams: dict, seed: int, stop_at_targe
     The seed goes through :func:`book.utils.method_seed` (so ``BOOK_SEED`` shifts it) for the initial
     weights and :func:`book.utils.generator` for the order of the batches. The time to the target
     counts training only (``fit``'s per-epoch ``elapsed``), not the evaluations. With
-    ``stop_at_target`` the run stops at the first epoch that reaches it (tuning does this).
+    ``stop_at_target`` the run stops at the first epoch that reaches it (tuning does this). The model
+    is made on ``device``, by default the device of the workload's data.
     """
     m = _method(method)
     h = _check_hparams(m, hparams)
+    if device is None:
+        device = workload.data.train.X.device  # the model goes where the data is
     model = workload.make_model(method_seed(seed), device)
     steps = workload.epochs * workload.steps_per_epoch
     if m.name == "schedulefree":
