@@ -1,30 +1,49 @@
-r"""Questions for chapter 12, beyond Adam: Muon's Newton–Schulz iteration, one Lion step, Adafactor's
-factored second moment, and one step of SAM.
+r"""Questions for chapter 12, beyond Adam: Muon's Newton–Schulz iteration, one Lion step,
+Adafactor's factored second moment, and one step of sharpness-aware minimization.
 
-References, none of them the code under test (each is written out here from its formula, in float64;
-tests/test_grading_frontiers.py checks them against the maintained implementations):
+References, none of them the code under test:
 
-- ``newton_schulz``: K. Jordan et al., "Muon: An optimizer for hidden layers in neural networks" (2024),
-  and ``torch.optim.Muon``'s ``_zeropower_via_newtonschulz``: divide by the Frobenius norm (floored at
-  ``eps = 1e-7``), work on the transpose of a tall matrix, and repeat
-  :math:`X \leftarrow aX + (bA + cA^2)X` with :math:`A = XX^\top` and :math:`(a, b, c) = (3.4445,
-  -4.7750, 2.0315)`. The answer runs in the input's dtype (torch runs it in bfloat16; the exercise
-  asks for the exact iteration so that it can be checked to float32's precision).
-- ``lion_step``: X. Chen et al., "Symbolic Discovery of Optimization Algorithms", NeurIPS 2023,
-  Algorithm 2 with decoupled weight decay, in the convention of the ``lion-pytorch`` package:
-  :math:`\theta \leftarrow \theta(1 - \eta\lambda)`, then :math:`\theta \leftarrow \theta - \eta\,
-  \operatorname{sign}(\beta_1 m + (1-\beta_1) g)` and :math:`m \leftarrow \beta_2 m + (1-\beta_2) g`.
-- ``adafactor_second_moment``: N. Shazeer and M. Stern, "Adafactor: Adaptive Learning Rates with
-  Sublinear Memory Cost", ICML 2018, Algorithm 4's factored estimate, with running *means* over rows and
-  columns as ``torch.optim.Adafactor`` keeps them (the paper keeps sums; the estimate is the same):
-  :math:`R \leftarrow \hat\beta R + (1-\hat\beta)\,\mathrm{mean}_j G_{ij}^2`, :math:`C \leftarrow
-  \hat\beta C + (1-\hat\beta)\,\mathrm{mean}_i G_{ij}^2`, :math:`\hat V = R C / \mathrm{mean}(R)`.
-  (torch floors the denominator at its :math:`\epsilon_1`; the cases here keep it far above.)
-- ``sam_step``: P. Foret et al., "Sharpness-Aware Minimization for Efficiently Improving
-  Generalization", ICLR 2021, Algorithm 1 with plain gradient descent as the base step and the norm of
-  all parameters' gradients together: :math:`\epsilon = \rho g / \|g\|`, :math:`\theta \leftarrow
-  \theta - \eta \nabla L(\theta + \epsilon)`. The reference differentiates with ``torch.autograd`` in
-  float64; answers are expected to use autograd too.
+- ``newton_schulz``: K. Jordan, Y. Jin, V. Boza, J. You, F. Cesista, L. Newhouse, J. Bernstein,
+  "Muon: an optimizer for hidden layers in neural networks", blog post, 2024,
+  https://kellerjordan.github.io/posts/muon/ (the quintic iteration with
+  :math:`(a, b, c) = (3.4445, -4.7750, 2.0315)`, the coefficients of Jordan's ``muon.py`` and of
+  ``torch.optim.Muon``, whose ``_zeropower_via_newtonschulz`` was read for the conventions:
+  divide by :math:`\max(\|G\|_F, \epsilon)` with :math:`\epsilon = 10^{-7}`, transpose a tall
+  matrix so that :math:`A = X X^\top` is the smaller Gram matrix). The reference iterates the
+  formula in float64, written out term by term. The answer is asked for in float32 (torch and
+  Jordan run it in bfloat16, which is fast on accelerators but agrees with float64 to only two or
+  three digits); float32 against float64 differs by at most about 1e-5 on the check's matrices, so
+  the tolerance is ``rtol=1e-4, atol=1e-4``. The check compares the matrix and also its singular
+  values, which say in a clearer way what went wrong. A second reference, in the tests: the
+  iteration is :math:`U\, p^{(k)}(S / \|G\|_F)\, V^\top` for :math:`G = U S V^\top`, with
+  :math:`p(\sigma) = a\sigma + b\sigma^3 + c\sigma^5` iterated :math:`k` times on each singular
+  value (``torch.linalg.svd`` in float64); the float64 iteration agrees with it to 1e-12.
+- ``lion_step``: X. Chen, C. Liang, D. Huang, E. Real, K. Wang, Y. Liu, H. Pham, X. Dong, T. Luong,
+  C.-J. Hsieh, Y. Lu, Q. V. Le, "Symbolic Discovery of Optimization Algorithms", NeurIPS 2023,
+  arXiv:2302.06675 (the Lion update of its pseudocode, with decoupled weight decay scaled by the
+  learning rate, as in the ``lion-pytorch`` package that ``book.optim.Lion`` equals). Written out
+  in float64. The sign makes the answer discontinuous where :math:`\beta_1 m + (1 - \beta_1) g`
+  is near zero; the check's seeded inputs keep every such value at least 1e-4 away from zero, far
+  more than float32's rounding, or exactly at zero, where the sign is 0 (a test of the references
+  confirms it).
+- ``adafactor_second_moment``: N. Shazeer, M. Stern, "Adafactor: Adaptive Learning Rates with
+  Sublinear Memory Cost", ICML 2018, arXiv:1804.04235 (the factored second-moment estimate of
+  its final algorithm for weight matrices), in ``torch.optim.Adafactor``'s convention, which
+  departs from the paper in two ways (see ``book.optim.Adafactor``'s note): :math:`R` and
+  :math:`C` are running *means* of :math:`G^2` over each row and each column, not sums, so the
+  estimate divides by the mean of :math:`R`, not its sum (the same :math:`\hat V`); and
+  :math:`\epsilon_1` floors that mean instead of being added to :math:`G^2`. Written out in
+  float64 with explicit sums.
+- ``sam_step``: P. Foret, A. Kleiner, H. Mobahi, B. Neyshabur, "Sharpness-Aware Minimization for
+  Efficiently Improving Generalization", ICLR 2021, arXiv:2010.01412 (Algorithm 1 with plain SGD
+  as the base step). The reference takes the two gradients with autograd in float64 and forms
+  :math:`\epsilon = \rho g / \|g\|` with the norm of all the gradients as one vector. The
+  authors' code adds ``1e-12`` to the norm; either way passes.
+
+All answers work on tensors on any device and return new tensors, leaving their arguments as
+given; for ``lion_step``, ``adafactor_second_moment`` and ``sam_step`` the check looks at the
+arguments afterwards (``Question.call``), and for ``newton_schulz`` it adds the singular values
+of the answer.
 """
 
 from __future__ import annotations
@@ -34,58 +53,131 @@ import torch
 from book.grading.core import Case, Mistake, Question
 
 CHAPTER = "12_frontiers"
-# The chapter's own implementations, and the packages and grader that hold them.
-NOT_THE_LIBRARY = ("book.optim", "book.sharpness", "book.compare", "book.grading", "torch.optim", "lion_pytorch",
-                   "schedulefree", "torch_optimizer")
-MUON = (3.4445, -4.7750, 2.0315)
+# The chapter's own helpers, the grader (whose references an answer could import), and the
+# packages that implement these optimizers.
+NOT_THE_LIBRARY = ("book.optim", "book.sharpness", "book.grading", "torch.optim", "lion_pytorch", "schedulefree",
+                   "torch_optimizer", "timm", "transformers", "optax")
+# Factorisations that would hand the answer its singular vectors (matrix products, powers and
+# norms stay allowed).
+DECOMPOSITIONS = ("torch.linalg.svd", "torch.linalg.svdvals", "torch.svd", "torch.svd_lowrank", "torch.pca_lowrank",
+                  "torch.linalg.eigh", "torch.linalg.eigvalsh", "torch.linalg.eig", "torch.linalg.eigvals",
+                  "numpy.linalg", "scipy.linalg")
+
+MUON_ABC = (3.4445, -4.7750, 2.0315)
 
 
 def _gen(seed):
     return torch.Generator().manual_seed(seed)
 
 
-def _randn(g, shape, dtype=torch.float64, device="cpu", scale=1.0):
+def _randn(g, *shape, scale=1.0, dtype=torch.float32, device="cpu"):
     return (scale * torch.randn(shape, generator=g, dtype=torch.float64)).to(dtype).to(device)
 
 
+def _untouched(now, was, name) -> str:
+    """'<name> left as given', or which tensor of it was changed."""
+    if isinstance(was, torch.Tensor):
+        now, was = [now], [was]
+    if len(now) != len(was):
+        return f"{name} lost or gained tensors"
+    for i, (t, t0) in enumerate(zip(now, was)):
+        if not isinstance(t, torch.Tensor) or t.shape != t0.shape or not torch.equal(t.detach(), t0):
+            return f"{name}[{i}] was changed" if len(was) > 1 else f"{name} was changed"
+    return f"{name} left as given"
+
+
+def _clone(x):
+    return x.detach().clone() if isinstance(x, torch.Tensor) else [t.detach().clone() for t in x]
+
+
 # ---------------------------------------------------------------------------
-# 1. Newton–Schulz
+# 1. Muon's quintic Newton–Schulz iteration
 
 
 def _ns_cases(device):
     g = _gen(1200)
-    low_rank = _randn(g, (12, 3), device=device) @ _randn(g, (3, 10), device=device)  # rank 3
+    low_rank = _randn(g, 12, 2, dtype=torch.float64) @ _randn(g, 2, 7, dtype=torch.float64)
+    graded = torch.diag(torch.tensor([3.0, 1.0, 0.3, 0.05, 0.01], dtype=torch.float64))
+    q1, _ = torch.linalg.qr(_randn(g, 5, 5, dtype=torch.float64))
+    q2, _ = torch.linalg.qr(_randn(g, 8, 5, dtype=torch.float64))
+    spread = q1 @ graded @ q2.T  # singular values 3, 1, 0.3, 0.05, 0.01, then three zeros
+    f32 = lambda t: t.to(torch.float32).to(device)  # noqa: E731
     return [
-        Case("a square 8 x 8 matrix, 5 steps, float64", (_randn(g, (8, 8), device=device), 5)),
-        Case("a wide 6 x 20 matrix, 5 steps, float32", (_randn(g, (6, 20), torch.float32, device), 5)),
-        Case("a tall 30 x 7 matrix, 5 steps, float64", (_randn(g, (30, 7), device=device), 5)),
-        Case("a rank-3 12 x 10 matrix, 5 steps, float64", (low_rank, 5)),
-        Case("a 16 x 16 matrix of large entries (x 1000), 3 steps, float32",
-             (_randn(g, (16, 16), torch.float32, device, scale=1000.0), 3)),
-        Case("a tall 9 x 4 matrix, 1 step, float64", (_randn(g, (9, 4), device=device), 1)),
+        Case("a wide (16, 32) gradient, 5 steps", (_randn(g, 16, 32, device=device),)),
+        Case("a tall (48, 12) gradient, 5 steps", (_randn(g, 48, 12, device=device),)),
+        Case("a square (20, 20) gradient of large norm (entries ~ 1e3), 5 steps",
+             (_randn(g, 20, 20, scale=1e3, device=device),)),
+        Case("a tall (30, 8) gradient of tiny norm (entries ~ 1e-4), 3 steps",
+             (_randn(g, 30, 8, scale=1e-4, device=device),), {"steps": 3}),
+        Case("a rank-2 (12, 7) gradient, 5 steps", (f32(low_rank),)),
+        Case("a (5, 8) gradient with singular values from 3 to 0.01, 5 steps", (f32(spread),)),
+        Case("a square (6, 6) gradient, 1 step", (_randn(g, 6, 6, device=device),), {"steps": 1}),
+        Case("a zero (4, 9) gradient (a layer that got none), 5 steps",
+             (torch.zeros(4, 9, dtype=torch.float32, device=device),)),
     ]
 
 
-def _ns_generic(G, steps=5, coefficients=MUON, normalise="frobenius", transpose_back=True):
-    a, b, c = coefficients
-    X = G.to(torch.float64)
+def _ns_singular_values(out):
+    """The singular values of an answer's output (largest first), or NaNs if it has none."""
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        return None
+    k = min(out.shape)
+    x = out.detach().to(torch.float64)
+    if not torch.isfinite(x).all():
+        return torch.full((k,), float("nan"), dtype=torch.float64)
+    return torch.linalg.svdvals(x.cpu())
+
+
+def _ns_call(fn, G, steps=5):
+    """Run the answer; compare (its matrix, that matrix's singular values)."""
+    out = fn(G) if steps == 5 else fn(G, steps=steps)
+    return out, _ns_singular_values(out)
+
+
+def _mm(P, Q):
+    """P @ Q as sums of products (no BLAS call: small, exact to float64's rounding, and steady in time)."""
+    return (P[:, :, None] * Q[None, :, :]).sum(dim=1)
+
+
+def _ns_ref(G, steps=5):
+    a, b, c = MUON_ABC
+    G64 = G.detach().to(torch.float64).cpu()
+    tall = G64.shape[0] > G64.shape[1]
+    X = G64.T if tall else G64
+    X = X / max(float(torch.sqrt((X * X).sum())), 1e-7)  # X_0 = G / max(||G||_F, eps)
+    for _ in range(steps):
+        A = _mm(X, X.T)
+        AX = _mm(A, X)
+        X = a * X + b * AX + c * _mm(A, AX)  # a X + b (X Xᵀ) X + c (X Xᵀ)² X
+    return X.T if tall else X
+
+
+def _ns_generic(G, steps=5, *, normalise=True, back=True, quintic="A2", swap_bc=False, dtype=torch.float32,
+                every_step=False, fixed_steps=None):
+    a, b, c = MUON_ABC
+    if swap_bc:
+        b, c = c, b
+    X = G.to(dtype)
     tall = X.shape[0] > X.shape[1]
     if tall:
         X = X.T
-    if normalise == "frobenius":
+    if normalise:
         X = X / X.norm().clamp(min=1e-7)
-    elif normalise == "squared":
-        X = X / X.norm() ** 2
-    for _ in range(steps):
+    for _ in range(steps if fixed_steps is None else fixed_steps):
+        if every_step:
+            X = X / X.norm().clamp(min=1e-7)
         A = X @ X.T
-        X = a * X + (b * A + c * A @ A) @ X
-    if tall and transpose_back:
+        B = b * A + c * (A @ A if quintic == "A2" else A)
+        X = a * X + B @ X
+    if tall and back:
         X = X.T
     return X.to(G.dtype)
 
 
-def _ns_ref(G, steps=5):
-    return _ns_generic(G, steps)
+def _ns_mistake(**kw):
+    def fn(G, steps=5):
+        return _ns_generic(G, steps, **kw)
+    return fn
 
 
 newton_schulz = Question(
@@ -96,24 +188,34 @@ newton_schulz = Question(
     title="Muon's Newton–Schulz orthogonalisation",
     cases=_ns_cases,
     reference=_ns_ref,
+    call=_ns_call,
     rtol=1e-4,
-    atol=1e-5,
+    atol=1e-4,
     mistakes=(
-        Mistake("no normalisation", lambda G, steps=5: _ns_generic(G, steps, normalise="none"),
-                "divide G by its Frobenius norm first, X = G / max(‖G‖_F, 1e-7): the polynomial maps singular "
-                "values in [0, 1] into a band near 1, and only there; larger ones blow up."),
-        Mistake("divided by the squared norm", lambda G, steps=5: _ns_generic(G, steps, normalise="squared"),
-                "the norm of a matrix is the square root of the sum of its squared entries (G.norm()); dividing "
-                "by ‖G‖² puts the singular values far below 1, where five steps cannot lift them."),
-        Mistake("the classic cubic coefficients", lambda G, steps=5: _ns_generic(G, steps, (1.5, -0.5, 0.0)),
-                "Muon's quintic uses (a, b, c) = (3.4445, -4.7750, 2.0315); (1.5, -0.5, 0) is the classic cubic "
-                "iteration, which converges to exactly 1 but far more slowly from small singular values."),
-        Mistake("a tall matrix returned transposed",
-                lambda G, steps=5: _ns_generic(G, steps, transpose_back=False),
-                "for a tall G (more rows than columns) the iteration runs on Gᵀ, so that A = XXᵀ is the small "
-                "Gram matrix; transpose the result back, so that it has G's shape."),
+        Mistake("no normalisation", _ns_mistake(normalise=False),
+                "the polynomial only pushes singular values in [0, 1] towards 1; larger ones blow up "
+                "(σ ↦ 3.4σ − 4.8σ³ + 2σ⁵ grows like σ⁵). Start from X = G / ‖G‖_F (the Frobenius norm "
+                "bounds the largest singular value), with the norm floored at 1e-7 for a zero gradient."),
+        Mistake("A instead of A² in the quintic term", _ns_mistake(quintic="A"),
+                "the update is X ← aX + bAX + cA²X with A = XXᵀ: the c term is (XXᵀ)²X, of degree five in X, "
+                "so B = bA + c(A @ A), not bA + cA."),
+        Mistake("b and c swapped", _ns_mistake(swap_bc=True),
+                "(a, b, c) = (3.4445, −4.7750, 2.0315) multiply X, (XXᵀ)X and (XXᵀ)²X in that order: "
+                "b = −4.7750 goes with the cubic term A X, c = 2.0315 with the quintic term A²X."),
+        Mistake("a tall matrix not transposed back", _ns_mistake(back=False),
+                "iterating on Gᵀ for a tall G is right (A = XXᵀ is then the smaller Gram matrix), "
+                "but the answer must have G's shape: transpose the result back at the end."),
+        Mistake("normalised at every step", _ns_mistake(every_step=True),
+                "divide by the Frobenius norm once, before the loop. The iteration needs the singular values in "
+                "[0, 1] only at the start; afterwards most of them sit near 1, ‖X‖_F is about √rank, and "
+                "dividing by it again pushes them back towards 0."),
+        Mistake("the steps argument ignored", _ns_mistake(fixed_steps=5),
+                "loop `for _ in range(steps)`: the check asks for 1, 3 and 5 steps."),
+        Mistake("computed in bfloat16", _ns_mistake(dtype=torch.bfloat16),
+                "torch.optim.Muon runs the iteration in bfloat16 for speed on accelerators, which keeps "
+                "only two to three significant digits. This question asks for float32: work in G.float()."),
     ),
-    forbidden=NOT_THE_LIBRARY,
+    forbidden=NOT_THE_LIBRARY + DECOMPOSITIONS,
 )
 
 
@@ -122,56 +224,86 @@ newton_schulz = Question(
 
 
 def _lion_cases(device):
-    g = _gen(1210)
+    g = _gen(1201)
 
-    def case(label, shape, lr, betas, wd, dtype=torch.float64, zero_grad_entries=False):
-        p = _randn(g, shape, dtype, device)
-        grad = _randn(g, shape, dtype, device)
-        if zero_grad_entries:
-            grad.view(-1)[::3] = 0.0
-        m = _randn(g, shape, dtype, device, scale=0.5)
-        return Case(label, (p, grad, m, lr, betas, wd))
+    def state(shape, dtype, m_scale=0.1, p_scale=1.0):
+        return (_randn(g, *shape, scale=p_scale, dtype=dtype, device=device),
+                _randn(g, *shape, dtype=dtype, device=device),
+                _randn(g, *shape, scale=m_scale, dtype=dtype, device=device))
 
+    f32, f64 = torch.float32, torch.float64
+    p, gr, m = state((5,), f32)
+    fresh = (p, gr, torch.zeros_like(m))
+    p, gr, m = state((3, 4), f64)
+    gr[0, :2] = 0.0  # coordinates with no gradient and no momentum: sign 0, no step
+    m[0, :2] = 0.0
+    zeros = (p, gr, m)
     return [
-        case("a (5, 4) weight, the default betas, no weight decay", (5, 4), 1e-3, (0.9, 0.99), 0.0),
-        case("a vector of 7, weight decay 0.1, float32", (7,), 3e-4, (0.9, 0.99), 0.1, torch.float32),
-        case("a (3, 3, 2) tensor, betas (0.95, 0.98), weight decay 1.0", (3, 3, 2), 1e-2, (0.95, 0.98), 1.0),
-        case("a (6,) vector with some zero gradients, betas (0.5, 0.9)", (6,), 0.1, (0.5, 0.9), 0.01,
-             zero_grad_entries=True),
-        case("a (8, 2) weight, lr 0.5, weight decay 0.5, float32", (8, 2), 0.5, (0.9, 0.99), 0.5, torch.float32),
+        Case("a (16, 8) weight, lr 1e-4, betas (0.9, 0.99), weight_decay 0.1, float32",
+             (*state((16, 8), f32), 1e-4, (0.9, 0.99), 0.1)),
+        Case("a first step from exp_avg = 0, lr 0.01, no weight decay, float32",
+             (*fresh, 0.01, (0.9, 0.99), 0.0)),
+        Case("a momentum larger than the gradient, lr 3e-4, betas (0.95, 0.98), weight_decay 1.0, float64",
+             (*state((7, 3), f64, m_scale=5.0), 3e-4, (0.95, 0.98), 1.0)),
+        Case("a conv weight (4, 3, 3, 3), lr 0.05, betas (0.9, 0.99), weight_decay 0.5, float32",
+             (*state((4, 3, 3, 3), f32, m_scale=1.0), 0.05, (0.9, 0.99), 0.5)),
+        Case("coordinates with zero gradient and zero momentum, lr 0.1, weight_decay 0.2, float64",
+             (*zeros, 0.1, (0.9, 0.99), 0.2)),
+        Case("a 0-d scale parameter, lr 0.02, betas (0.5, 0.9), weight_decay 0.3, float64",
+             (*state((), f64), 0.02, (0.5, 0.9), 0.3)),
     ]
 
 
-def _lion_generic(param, grad, exp_avg, lr, betas, weight_decay, *, beta_for_sign=0, update_first=False,
-                  coupled=False, decay_without_lr=False):
-    b1, b2 = betas
-    p, g, m = (t.to(torch.float64) for t in (param, grad, exp_avg))
-    if coupled:
-        g = g + weight_decay * p
-    else:
-        p = p * (1 - (weight_decay if decay_without_lr else lr * weight_decay))
-    new_m = b2 * m + (1 - b2) * g
-    beta = (b1, b2)[beta_for_sign]
-    c = beta * (new_m if update_first else m) + (1 - beta) * g
-    p = p - lr * torch.sign(c)
-    return p.to(param.dtype), new_m.to(exp_avg.dtype)
+def _lion_call(fn, param, grad, exp_avg, lr, betas, weight_decay):
+    """Run the answer; compare (new param, new exp_avg, whether the arguments were left as given)."""
+    before = [_clone(param), _clone(grad), _clone(exp_avg)]
+    out = fn(param, grad, exp_avg, lr, betas, weight_decay)
+    notes = [_untouched(t, t0, name) for t, t0, name in zip((param, grad, exp_avg), before,
+                                                             ("param", "grad", "exp_avg"))]
+    changed = [n for n in notes if "changed" in n]
+    status = "; ".join(changed) if changed else "the arguments were left as given"
+    if isinstance(out, (tuple, list)) and len(out) == 2:
+        return out[0], out[1], status
+    return out, None, status
 
 
 def _lion_ref(param, grad, exp_avg, lr, betas, weight_decay):
-    return _lion_generic(param, grad, exp_avg, lr, betas, weight_decay)
+    b1, b2 = betas
+    p, g, m = (t.detach().to(torch.float64) for t in (param, grad, exp_avg))
+    c = b1 * m + (1 - b1) * g  # the interpolation with β1
+    u = (c > 0).to(torch.float64) - (c < 0).to(torch.float64)  # sign(c), 0 where c = 0
+    new_p = p * (1 - lr * weight_decay) - lr * u  # decoupled decay, scaled by lr
+    new_m = b2 * m + (1 - b2) * g  # the memory, with β2
+    return new_p, new_m
 
 
-def _untouched(tensors, before, names) -> str:
-    for t, t0, name in zip(tensors, before, names):
-        if not isinstance(t, torch.Tensor) or t.shape != t0.shape or not torch.equal(t, t0):
-            return f"{name} was changed"
-    return "arguments left as given"
+def _lion_generic(param, grad, exp_avg, lr, betas, weight_decay, *, interp_beta=0, m_first=False, coupled=False,
+                  decay_no_lr=False, no_sign=False, in_place=False, keep_m=False):
+    b1, b2 = betas
+    if coupled:
+        grad = grad + weight_decay * param
+    m = exp_avg
+    if m_first:
+        m = b2 * m + (1 - b2) * grad
+    beta = betas[interp_beta]
+    c = beta * m + (1 - beta) * grad
+    u = c if no_sign else torch.sign(c)
+    decay = 0.0 if coupled else (weight_decay if decay_no_lr else lr * weight_decay)
+    new_p = param * (1 - decay) - lr * u
+    new_m = m if m_first else b2 * exp_avg + (1 - b2) * grad
+    if keep_m:
+        new_m = exp_avg.clone()
+    if in_place:
+        param.copy_(new_p)
+        exp_avg.copy_(new_m)
+        return param, exp_avg
+    return new_p, new_m
 
 
-def _lion_call(fn, param, grad, exp_avg, lr, betas, weight_decay):
-    before = [t.clone() for t in (param, grad, exp_avg)]
-    out = fn(param, grad, exp_avg, lr, betas, weight_decay)
-    return out, _untouched((param, grad, exp_avg), before, ("param", "grad", "exp_avg"))
+def _lion_mistake(**kw):
+    def fn(param, grad, exp_avg, lr, betas, weight_decay):
+        return _lion_generic(param, grad, exp_avg, lr, betas, weight_decay, **kw)
+    return fn
 
 
 lion_step = Question(
@@ -179,25 +311,32 @@ lion_step = Question(
     chapter=CHAPTER,
     function="lion_step",
     points=2,
-    title="One step of Lion",
+    title="One Lion step",
     cases=_lion_cases,
     reference=_lion_ref,
     call=_lion_call,
-    rtol=1e-6,
+    rtol=1e-5,
     atol=1e-7,
     mistakes=(
-        Mistake("β₂ in the update's interpolation",
-                lambda *a: _lion_generic(*a, beta_for_sign=1),
-                "the direction is sign(β₁ m + (1 − β₁) g), with β₁ = betas[0]; β₂ = betas[1] is only for "
-                "updating the buffer, m ← β₂ m + (1 − β₂) g."),
-        Mistake("the buffer updated before the sign", lambda *a: _lion_generic(*a, update_first=True),
-                "take the sign of β₁ m + (1 − β₁) g with the OLD m, then update m ← β₂ m + (1 − β₂) g; "
-                "that order is what lets the step react faster (β₁) than the memory (β₂)."),
-        Mistake("weight decay added to the gradient", lambda *a: _lion_generic(*a, coupled=True),
-                "Lion's weight decay is decoupled, as in AdamW: θ ← θ (1 − lr λ) before the signed step. "
-                "Added to the gradient it would disappear inside the sign."),
-        Mistake("weight decay without the learning rate", lambda *a: _lion_generic(*a, decay_without_lr=True),
-                "the decay factor is (1 − lr · weight_decay), not (1 − weight_decay)."),
+        Mistake("β2 in the update's interpolation", _lion_mistake(interp_beta=1),
+                "Lion uses two different averages: the update is sign(β1·m + (1 − β1)·g), with β1; only "
+                "the stored momentum m ← β2·m + (1 − β2)·g uses β2."),
+        Mistake("momentum updated before the sign", _lion_mistake(m_first=True),
+                "the sign is taken of the interpolation with the OLD m; m is updated with β2 only after the "
+                "update has been computed (unlike Adam, whose step uses the new average)."),
+        Mistake("coupled weight decay", _lion_mistake(coupled=True),
+                "adding λ·p to the gradient puts the decay inside the sign, where its size is lost. Lion's "
+                "decay is decoupled, as in AdamW: p ← p·(1 − lr·λ), then p ← p − lr·sign(...)."),
+        Mistake("weight decay not scaled by lr", _lion_mistake(decay_no_lr=True),
+                "the decay factor is 1 − lr·λ, not 1 − λ: with λ = 0.1 the weights would shrink by 10% per step."),
+        Mistake("momentum not updated", _lion_mistake(keep_m=True),
+                "return the NEW momentum as well, m ← β2·m + (1 − β2)·g: the next step's sign depends on it."),
+        Mistake("the sign left out", _lion_mistake(no_sign=True),
+                "Lion's update is the SIGN of the interpolation: every coordinate moves by exactly lr "
+                "(or not at all where the interpolation is 0), whatever the gradient's size."),
+        Mistake("the arguments updated in place", _lion_mistake(in_place=True),
+                "the values are right, but this question asks for new tensors: leave param and exp_avg as "
+                "they were (write p * (1 - lr * wd) - lr * u, not param.mul_(...), and likewise for m)."),
     ),
     forbidden=NOT_THE_LIBRARY,
 )
@@ -208,55 +347,85 @@ lion_step = Question(
 
 
 def _ada_cases(device):
-    g = _gen(1220)
+    g = _gen(1202)
+    f32, f64 = torch.float32, torch.float64
+    eps32, eps64 = torch.finfo(f32).eps, torch.finfo(f64).eps
 
-    def case(label, n, m, beta2, fresh=False, dtype=torch.float64, scale=1.0):
-        grad = _randn(g, (n, m), dtype, device, scale)
-        if fresh:
-            row = torch.zeros(n, 1, dtype=dtype, device=device)
-            col = torch.zeros(1, m, dtype=dtype, device=device)
-        else:
-            row = _randn(g, (n, 1), dtype, device).square().add(0.1)
-            col = _randn(g, (1, m), dtype, device).square().add(0.1)
-        return Case(label, (grad, row, col, beta2))
+    def running(n, m, dtype, steps, scale=1.0):
+        """(grad, row_var, col_var) after `steps` earlier steps of torch's schedule β̂_t = 1 − t^-0.8."""
+        R, C = torch.zeros(n, dtype=f64), torch.zeros(m, dtype=f64)
+        for t in range(1, steps + 1):
+            G = _randn(g, n, m, scale=scale, dtype=f64)
+            w = t ** -0.8
+            R = (1 - w) * R + w * (G * G).mean(dim=1)
+            C = (1 - w) * C + w * (G * G).mean(dim=0)
+        G = _randn(g, n, m, scale=scale, dtype=f64)
+        return tuple(x.to(dtype).to(device) for x in (G, R, C))
 
+    def beta(t):
+        return 1 - t ** -0.8
+
+    rank_one = (torch.tensor([1.0, 0.1, 3.0], dtype=f64)[:, None]
+                * torch.tensor([2.0, -1.0, 0.5, 4.0], dtype=f64)[None, :])
     return [
-        case("a 6 x 4 gradient, fresh state, beta2 0 (the first step)", 6, 4, 0.0, fresh=True),
-        case("a 5 x 9 gradient, running averages, beta2 0.9", 5, 9, 0.9),
-        case("a 12 x 3 gradient, beta2 0.999, float32", 12, 3, 0.999, dtype=torch.float32),
-        case("a 1 x 7 gradient (a single row), beta2 0.5", 1, 7, 0.5),
-        case("an 8 x 8 gradient of small entries (x 0.01), beta2 0.8", 8, 8, 0.8, scale=0.01),
+        Case("the first step (β̂ = 0) of an (8, 5) weight, float32",
+             (*running(8, 5, f32, 0), beta(1), eps32)),
+        Case("step 10 of a (6, 12) weight, float32", (*running(6, 12, f32, 9), beta(10), eps32)),
+        Case("step 3 of a (16, 4) weight with large gradients (~ 1e2), float64",
+             (*running(16, 4, f64, 2, scale=1e2), beta(3), eps64)),
+        Case("a fixed β̂ = 0.999 on a (3, 7) weight after 5 steps, float64",
+             (*running(3, 7, f64, 5), 0.999, eps64)),
+        Case("a first step with a rank-one g² (3, 4): the estimate is exact, float64",
+             (rank_one.to(device), torch.zeros(3, dtype=f64, device=device),
+              torch.zeros(4, dtype=f64, device=device), 0.0, eps64)),
+        Case("a first step with a zero gradient (10, 3): the floor ε1, float32",
+             (torch.zeros(10, 3, dtype=f32, device=device), torch.zeros(10, dtype=f32, device=device),
+              torch.zeros(3, dtype=f32, device=device), 0.0, eps32)),
     ]
 
 
-def _ada_generic(grad, row_var, col_var, beta2, *, normaliser="mean", swap=False, full=False, sums=False):
-    G2 = grad.to(torch.float64).square()
-    R, C = row_var.to(torch.float64), col_var.to(torch.float64)
-    row_new = G2.sum(1, keepdim=True) if sums else G2.mean(1, keepdim=True)
-    col_new = G2.sum(0, keepdim=True) if sums else G2.mean(0, keepdim=True)
-    keep = 1 - beta2 if swap else beta2
-    R = keep * R + (1 - keep) * row_new
-    C = keep * C + (1 - keep) * col_new
-    if full:
-        V = G2
-    elif normaliser == "mean":
-        V = R @ C / R.mean()
-    elif normaliser == "sum":
-        V = R @ C / R.sum()
-    else:
-        V = R @ C
-    dt = grad.dtype
-    return R.to(dt), C.to(dt), V.to(dt)
+def _ada_call(fn, grad, row_var, col_var, beta2, eps1):
+    """Run the answer; compare (new R, new C, V̂, whether the arguments were left as given)."""
+    before = [_clone(grad), _clone(row_var), _clone(col_var)]
+    out = fn(grad, row_var, col_var, beta2, eps1)
+    notes = [_untouched(t, t0, name) for t, t0, name in zip((grad, row_var, col_var), before,
+                                                             ("grad", "row_var", "col_var"))]
+    changed = [n for n in notes if "changed" in n]
+    status = "; ".join(changed) if changed else "the arguments were left as given"
+    if isinstance(out, (tuple, list)) and len(out) == 3:
+        return out[0], out[1], out[2], status
+    return out, None, None, status
 
 
-def _ada_ref(grad, row_var, col_var, beta2):
-    return _ada_generic(grad, row_var, col_var, beta2)
+def _ada_ref(grad, row_var, col_var, beta2, eps1):
+    G, R, C = (t.detach().to(torch.float64) for t in (grad, row_var, col_var))
+    n, m = G.shape
+    sq = G * G
+    R = beta2 * R + (1 - beta2) * sq.sum(dim=1) / m  # running mean of g² over each row, (n,)
+    C = beta2 * C + (1 - beta2) * sq.sum(dim=0) / n  # over each column, (m,)
+    V = R[:, None] * C[None, :] / max(float(R.sum()) / n, eps1)  # R Cᵀ / max(mean(R), ε1)
+    return R, C, V
 
 
-def _ada_call(fn, grad, row_var, col_var, beta2):
-    before = [t.clone() for t in (grad, row_var, col_var)]
-    out = fn(grad, row_var, col_var, beta2)
-    return out, _untouched((grad, row_var, col_var), before, ("grad", "row_var", "col_var"))
+def _ada_generic(grad, row_var, col_var, beta2, eps1, *, norm="mean", full=False, swapped_beta=False,
+                 sums=False, no_floor=False):
+    sq = grad * grad
+    w = beta2 if swapped_beta else 1 - beta2
+    row_new = sq.sum(dim=1) if sums else sq.mean(dim=1)
+    col_new = sq.sum(dim=0) if sums else sq.mean(dim=0)
+    R = (1 - w) * row_var + w * row_new
+    C = (1 - w) * col_var + w * col_new
+    denom = R.sum() if norm == "sum" else (R.mean() if norm == "mean" else torch.ones_like(R[0]))
+    if not no_floor:
+        denom = denom.clamp(min=eps1)
+    V = sq.clone() if full else torch.outer(R, C) / denom
+    return R, C, V
+
+
+def _ada_mistake(**kw):
+    def fn(grad, row_var, col_var, beta2, eps1):
+        return _ada_generic(grad, row_var, col_var, beta2, eps1, **kw)
+    return fn
 
 
 adafactor_second_moment = Question(
@@ -269,110 +438,148 @@ adafactor_second_moment = Question(
     reference=_ada_ref,
     call=_ada_call,
     rtol=1e-5,
-    atol=1e-9,
+    atol=1e-10,
     mistakes=(
-        Mistake("divided by the sum of R", lambda *a: _ada_generic(*a, normaliser="sum"),
-                "R and C are running means (over the columns and over the rows of G²), so the rank-one "
-                "estimate is R Cᵀ divided by the mean of R, not its sum: with sums for R and C the "
-                "denominator would be the sum, with means it is the mean."),
-        Mistake("not normalised", lambda *a: _ada_generic(*a, normaliser="none"),
-                "the outer product R C counts the overall scale of G² twice; divide it by the mean of R "
-                "(the mean of all of G²'s running average) once."),
-        Mistake("the full G² instead of the factored estimate", lambda *a: _ada_generic(*a, full=True),
-                "the point of Adafactor is not to keep an n x m second moment: V̂ must be rebuilt from the "
-                "updated R (n x 1) and C (1 x m) alone."),
-        Mistake("β₂ and 1 − β₂ swapped", lambda *a: _ada_generic(*a, swap=True),
-                "the running averages keep β₂ of the old value and add 1 − β₂ of the new one: "
-                "R ← β₂ R + (1 − β₂) mean(G², columns)."),
-        Mistake("sums over rows and columns", lambda *a: _ada_generic(*a, sums=True),
-                "keep means, as PyTorch's Adafactor does: R is the mean of G² over each row's m entries "
-                "(G.square().mean(dim=1, keepdim=True)), C over each column's n entries."),
+        Mistake("divided by the sum of R", _ada_mistake(norm="sum"),
+                "with R and C stored as MEANS over rows and columns, the rank-one estimate is R Cᵀ / mean(R); "
+                "the paper's R Cᵀ / sum(R) is for row and column SUMS. Dividing means by a sum makes V̂ n times "
+                "too small."),
+        Mistake("the full g², not the factored estimate", _ada_mistake(full=True),
+                "V̂ is rebuilt from the two factors only, V̂ᵢⱼ = Rᵢ Cⱼ / mean(R): that is what saves memory "
+                "(n + m numbers instead of n·m), and it averages over the steps; g² alone is one step's "
+                "unfactored square."),
+        Mistake("β̂₂ on the wrong side of the average", _ada_mistake(swapped_beta=True),
+                "β̂₂ weighs the OLD average: R ← β̂₂ R + (1 − β̂₂) mean_j g²; β̂₂ close to 1 means a long memory."),
+        Mistake("row and column sums (the paper's convention)", _ada_mistake(sums=True, norm="sum"),
+                "this question (and torch.optim.Adafactor) keeps running MEANS of g² over each row and column, "
+                "not the paper's sums: divide the sums by m (for R) and n (for C). V̂ is the same either way, "
+                "but the stored state, and where the floor ε1 acts, differ."),
+        Mistake("no floor on mean(R)", _ada_mistake(no_floor=True),
+                "where the gradient has been zero so far, mean(R) = 0 and R Cᵀ / mean(R) is 0/0 = NaN; "
+                "torch floors the divisor at ε1: max(mean(R), ε1)."),
+        Mistake("R Cᵀ not divided by mean(R)", _ada_mistake(norm="none"),
+                "the outer product R Cᵀ counts the overall scale of g² twice (once in R, once in C): "
+                "Rᵢ Cⱼ / mean(R) is the estimate, exact when the averaged g² has rank one."),
     ),
     forbidden=NOT_THE_LIBRARY,
 )
 
 
 # ---------------------------------------------------------------------------
-# 4. One SAM step
+# 4. One step of sharpness-aware minimization
 
 
-class Loss:
-    """A loss of a list of parameter tensors (a callable the cases pass to the answer)."""
+def _mlp_loss(seed, d=4, h=6, n=20, dtype=torch.float64, device="cpu"):
+    g = _gen(seed)
+    X, Y = _randn(g, n, d, dtype=torch.float64), _randn(g, n, 1, dtype=torch.float64)
+    params = [_randn(g, h, d, scale=d ** -0.5, dtype=torch.float64), _randn(g, h, scale=0.1, dtype=torch.float64),
+              _randn(g, 1, h, scale=h ** -0.5, dtype=torch.float64), _randn(g, 1, scale=0.1, dtype=torch.float64)]
 
-    def __init__(self, kind: str, data: tuple):
-        self.kind, self.data = kind, data
+    def loss_fn(ps):
+        W1, b1, W2, b2 = ps
+        x, y = X.to(W1), Y.to(W1)
+        return ((torch.tanh(x @ W1.T + b1) @ W2.T + b2 - y) ** 2).mean()
 
-    def __call__(self, params):
-        if self.kind == "quadratic":
-            A, b = self.data
-            (w,) = params
-            return 0.5 * w @ A.to(w.dtype) @ w - b.to(w.dtype) @ w
-        if self.kind == "mlp":
-            X, Y = (t.to(params[0].dtype) for t in self.data)
-            W1, b1, W2, b2 = params
-            return ((torch.tanh(X @ W1.T + b1) @ W2.T + b2 - Y) ** 2).sum(1).mean()
-        if self.kind == "logistic":
-            X, y = self.data
-            w, bias = params
-            z = X.to(w.dtype) @ w + bias
-            return torch.nn.functional.softplus(-y.to(w.dtype) * z).mean()
-        raise ValueError(self.kind)
-
-    def __repr__(self) -> str:
-        return f"Loss({self.kind!r})"
+    return loss_fn, [p.to(dtype).to(device) for p in params]
 
 
 def _sam_cases(device):
-    g = _gen(1230)
-    M = _randn(g, (4, 4))
-    A = (M @ M.T + torch.eye(4, dtype=torch.float64)).to(device)
-    quad = Loss("quadratic", (A, _randn(g, (4,), device=device)))
-    X, Y = _randn(g, (16, 3), device=device), _randn(g, (16, 2), device=device)
-    mlp = Loss("mlp", (X, Y))
-    mlp_params = [_randn(g, (5, 3), device=device, scale=0.5), _randn(g, (5,), device=device, scale=0.1),
-                  _randn(g, (2, 5), device=device, scale=0.5), _randn(g, (2,), device=device, scale=0.1)]
-    Xl = _randn(g, (20, 6), device=device)
-    yl = torch.where(_randn(g, (20,)) > 0, 1.0, -1.0).to(torch.float64).to(device)
-    logistic = Loss("logistic", (Xl, yl))
+    g = _gen(1203)
+    f32, f64 = torch.float32, torch.float64
+    # an ill-conditioned quadratic in two tensors of very different gradient sizes
+    a = torch.tensor([10.0, 1.0, 0.1], dtype=f64)
+    bvec = torch.tensor([0.5, -1.0], dtype=f64)
+
+    def quad(ps):
+        u, v = ps
+        return 0.5 * (a.to(u) * u ** 2).sum() + 0.5 * 0.01 * (v ** 2).sum() + (bvec.to(v) * v).sum()
+
+    quad_params = [torch.tensor([1.0, -2.0, 3.0], dtype=f64, device=device),
+                   torch.tensor([0.3, 0.7], dtype=f64, device=device)]
+
+    # logistic regression: a weight matrix and a bias
+    X = _randn(g, 30, 5, dtype=f64)
+    y = (torch.rand(30, generator=g, dtype=f64) < 0.5).to(f64)
+
+    def logistic(ps):
+        W, b = ps
+        z = X.to(W) @ W[0] + b
+        return torch.nn.functional.binary_cross_entropy_with_logits(z, y.to(W))
+
+    logistic_params = [_randn(g, 1, 5, dtype=f32, device=device), torch.zeros(1, dtype=f32, device=device)]
+
+    # a single tensor: the Rosenbrock function
+    def rosen(ps):
+        (w,) = ps
+        return (1 - w[0]) ** 2 + 100 * (w[1] - w[0] ** 2) ** 2
+
+    mlp64, mlp64_params = _mlp_loss(1210, device=device)
+    mlp32, mlp32_params = _mlp_loss(1211, d=3, h=5, dtype=f32, device=device)
     return [
-        Case("a quadratic in 4 variables, rho 0.05, lr 0.1", ([_randn(g, (4,), device=device)], quad, 0.1, 0.05)),
-        Case("a tanh network with four parameter tensors, rho 0.1, lr 0.05", (mlp_params, mlp, 0.05, 0.1)),
-        Case("logistic regression (a weight and a 0-d bias), rho 0.5, lr 1.0",
-             ([_randn(g, (6,), device=device), torch.zeros((), dtype=torch.float64, device=device)],
-              logistic, 1.0, 0.5)),
-        Case("the tanh network in float32, rho 0.02, lr 0.2",
-             ([p.to(torch.float32) for p in mlp_params], mlp, 0.2, 0.02)),
+        Case("a tanh network's mean squared error, four tensors, rho 0.05, lr 0.1, float64",
+             (mlp64, mlp64_params, 0.05, 0.1)),
+        Case("an ill-conditioned quadratic in two tensors, rho 0.5, lr 0.05, float64",
+             (quad, quad_params, 0.5, 0.05)),
+        Case("logistic regression, weight (1, 5) and bias, rho 0.1, lr 0.5, float32",
+             (logistic, logistic_params, 0.1, 0.5)),
+        Case("the Rosenbrock function at (-1, 1), one tensor, rho 0.05, lr 1e-3, float64",
+             (rosen, [torch.tensor([-1.0, 1.0], dtype=f64, device=device)], 0.05, 1e-3)),
+        Case("a tanh network, four tensors, rho 0.2, lr 0.01, float32", (mlp32, mlp32_params, 0.2, 0.01)),
     ]
 
 
-def _grads(loss_fn, params):
-    leaves = [p.detach().clone().requires_grad_(True) for p in params]
-    return torch.autograd.grad(loss_fn(leaves), leaves)
+def _sam_call(fn, loss_fn, params, rho, lr):
+    """Run the answer; compare (its new parameters, whether params was left as given)."""
+    before = _clone(params)
+    out = fn(loss_fn, params, rho, lr)
+    return out, _untouched(params, before, "params")
 
 
-def _sam_generic(params, loss_fn, lr, rho, *, per_tensor=False, minus=False, from_perturbed=False,
-                 plain_sgd=False, unnormalised=False):
+def _grad64(loss_fn, ws):
+    ws = [w.detach().clone().requires_grad_(True) for w in ws]
+    return [t.detach() for t in torch.autograd.grad(loss_fn(ws), ws)]
+
+
+def _sam_ref(loss_fn, params, rho, lr):
     w = [p.detach().to(torch.float64) for p in params]
-    g = _grads(loss_fn, w)
-    if plain_sgd:
-        g_sam = g
-        eps = [torch.zeros_like(t) for t in w]
+    g = _grad64(loss_fn, w)  # ∇L(w)
+    norm = torch.sqrt(sum((t * t).sum() for t in g))  # ‖g‖ over all tensors as one vector
+    eps = [rho * t / norm for t in g]  # ε = ρ g / ‖g‖
+    g_sam = _grad64(loss_fn, [wi + ei for wi, ei in zip(w, eps)])  # ∇L(w + ε)
+    return [wi - lr * gi for wi, gi in zip(w, g_sam)]  # the SGD step, from w
+
+
+def _grads(loss_fn, ws):
+    ws = [w.detach().clone().requires_grad_(True) for w in ws]
+    return list(torch.autograd.grad(loss_fn(ws), ws))
+
+
+def _sam_generic(loss_fn, params, rho, lr, *, per_tensor=False, from_perturbed=False, grad_at_w=False, sign=1.0,
+                 unnormalised=False, in_place=False):
+    g = _grads(loss_fn, params)
+    norm = torch.sqrt(sum((t * t).sum() for t in g))
+    if unnormalised:
+        eps = [rho * t for t in g]
+    elif per_tensor:
+        eps = [rho * t / t.norm() for t in g]
     else:
-        if unnormalised:
-            eps = [rho * t for t in g]
-        elif per_tensor:
-            eps = [rho * t / t.norm() for t in g]
-        else:
-            norm = torch.sqrt(sum(t.square().sum() for t in g))
-            eps = [rho * t / norm for t in g]
-        sign = -1.0 if minus else 1.0
-        g_sam = _grads(loss_fn, [t + sign * e for t, e in zip(w, eps)])
-    start = [t + e for t, e in zip(w, eps)] if from_perturbed else w
-    return [(t - lr * gs).to(p.dtype) for t, gs, p in zip(start, g_sam, params)]
+        eps = [rho * t / norm for t in g]
+    perturbed = [p + sign * e for p, e in zip(params, eps)]
+    g_sam = g if grad_at_w else _grads(loss_fn, perturbed)
+    start = perturbed if from_perturbed else params
+    new = [s.detach() - lr * gs for s, gs in zip(start, g_sam)]
+    if in_place:
+        with torch.no_grad():
+            for p, n in zip(params, new):
+                p.copy_(n)
+        return params
+    return new
 
 
-def _sam_ref(params, loss_fn, lr, rho):
-    return _sam_generic(params, loss_fn, lr, rho)
+def _sam_mistake(**kw):
+    def fn(loss_fn, params, rho, lr):
+        return _sam_generic(loss_fn, params, rho, lr, **kw)
+    return fn
 
 
 sam_step = Question(
@@ -383,21 +590,29 @@ sam_step = Question(
     title="One step of sharpness-aware minimization",
     cases=_sam_cases,
     reference=_sam_ref,
+    call=_sam_call,
     rtol=1e-5,
     atol=1e-7,
     mistakes=(
-        Mistake("normalised tensor by tensor", lambda *a: _sam_generic(*a, per_tensor=True),
-                "‖g‖ is the norm of ALL the gradients together, as one long vector: "
-                "sqrt(sum of every tensor's squared entries). A norm per tensor gives each tensor its own ball."),
-        Mistake("the perturbation subtracted", lambda *a: _sam_generic(*a, minus=True),
-                "SAM looks for the WORST nearby point, uphill: θ + ε with ε = ρ g / ‖g‖ (plus, not minus)."),
-        Mistake("the step taken from the perturbed point", lambda *a: _sam_generic(*a, from_perturbed=True),
-                "the perturbation is only where the second gradient is taken; the step starts from the "
-                "original weights: θ ← θ − lr ∇L(θ + ε)."),
-        Mistake("the gradient at θ (plain gradient descent)", lambda *a: _sam_generic(*a, plain_sgd=True),
-                "SAM takes a second gradient at the perturbed weights θ + ε and steps with that one."),
-        Mistake("ε = ρ g, not normalised", lambda *a: _sam_generic(*a, unnormalised=True),
-                "divide by the gradient's norm: ε = ρ g / ‖g‖ has length ρ whatever the gradient's size."),
+        Mistake("one norm per tensor", _sam_mistake(per_tensor=True),
+                "‖g‖ is the norm of ALL the gradients as one vector, √(Σ over tensors of Σ g²), so that ε is a "
+                "point on the sphere of radius ρ around w in the space of all parameters. A norm per tensor "
+                "moves every tensor by ρ, which moves w by ρ·√(number of tensors)."),
+        Mistake("stepped from w + ε", _sam_mistake(from_perturbed=True),
+                "w + ε is only where the gradient is measured; the step starts from the ORIGINAL w: "
+                "w_new = w − lr·∇L(w + ε)."),
+        Mistake("the gradient at w (plain SGD)", _sam_mistake(grad_at_w=True),
+                "the first gradient, at w, only says where to perturb; the step uses the SECOND gradient, "
+                "taken at w + ε. Recompute the loss at the perturbed point and differentiate it there."),
+        Mistake("ε with the wrong sign", _sam_mistake(sign=-1.0),
+                "SAM perturbs UPHILL, w + ρ g/‖g‖: towards the worst loss in the neighbourhood, which is what "
+                "makes it seek flat regions. w − ε is a step of gradient descent."),
+        Mistake("ε not normalised", _sam_mistake(unnormalised=True),
+                "ε = ρ·g/‖g‖ has length exactly ρ, whatever the gradient's size; ρ·g shrinks to nothing near a "
+                "minimum and explodes on steep slopes."),
+        Mistake("the parameters updated in place", _sam_mistake(in_place=True),
+                "the values are right, but this question asks for new tensors: leave params as given "
+                "(build w + ε and w − lr·g as new tensors from detached copies)."),
     ),
     forbidden=NOT_THE_LIBRARY,
 )
