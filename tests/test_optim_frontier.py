@@ -527,3 +527,11 @@ def test_docstring_examples(module):
         if module is not F or test.name.rsplit(".", 1)[-1] in names:
             runner.run(test)
     assert runner.failures == 0 and runner.tries > 0
+
+
+@pytest.mark.parametrize("name", ["NAdam", "RAdam", "Adamax"])
+def test_tensor_lr_of_several_elements_is_refused_in_torchs_words(name):
+    w = torch.zeros(3, requires_grad=True)
+    for cls in (getattr(optim, name), getattr(torch.optim, name)):
+        with pytest.raises(ValueError, match="Tensor lr must be 1-element"):
+            cls([w], lr=torch.tensor([1e-3, 2e-3]))
