@@ -25,7 +25,7 @@ import math
 import numbers
 import operator
 
-__all__ = ["number", "positive", "nonnegative", "integer", "optim_arg"]
+__all__ = ["number", "positive", "nonnegative", "integer", "optim_arg", "tensor_lr"]
 
 
 def number(value, name: str, low: float | None = None, high: float | None = None) -> float:
@@ -105,3 +105,9 @@ def optim_arg(
     if not ok:
         raise ValueError(f"Invalid {what}: {value}" if message is None else message.format(value=value))
     return value
+
+
+def tensor_lr(lr) -> None:
+    """Refuse a tensor learning rate of more than one element, as ``torch.optim``'s constructors do."""
+    if hasattr(lr, "numel") and lr.numel() != 1:  # a tensor (this module does not import torch)
+        raise ValueError("Tensor lr must be 1-element")

@@ -395,7 +395,7 @@ def ema_update_(avg_params, params, decay: float = 0.999) -> None:
     """
     decay = number(decay, "decay", low=0, high=1)
     for a, p in zip(*_pairs(avg_params, params)):
-        a.lerp_(p.detach().to(a.device), 1 - decay)
+        a.lerp_(p.detach().to(a), 1 - decay)  # to the average's device and dtype (lerp_ needs one dtype)
 
 
 @torch.no_grad()

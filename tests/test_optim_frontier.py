@@ -527,3 +527,28 @@ def test_docstring_examples(module):
         if module is not F or test.name.rsplit(".", 1)[-1] in names:
             runner.run(test)
     assert runner.failures == 0 and runner.tries > 0
+
+
+@pytest.mark.parametrize("name", ["NAdam", "RAdam", "Adamax"])
+def test_tensor_lr_of_several_elements_is_refused_in_torchs_words(name):
+    w = torch.zeros(3, requires_grad=True)
+    for cls in (getattr(optim, name), getattr(torch.optim, name)):
+        with pytest.raises(ValueError, match="Tensor lr must be 1-element"):
+            cls([w], lr=torch.tensor([1e-3, 2e-3]))
+
+
+@pytest.mark.parametrize("name", ["NAdam", "RAdam", "Adamax"])
+@pytest.mark.parametrize("foreach", [False, True])
+def test_zero_dim_tensor_lr_steps_as_the_float_does(name, foreach):
+    # torch.optim accepts a 0-d tensor lr (as for a learning-rate schedule held in a tensor)
+    torch.manual_seed(0)
+    start, grad = torch.randn(4, 3), torch.randn(4, 3)
+    results = []
+    for lr in (0.01, torch.tensor(0.01)):
+        w = start.clone().requires_grad_(True)
+        opt = getattr(optim, name)([w], lr=lr, foreach=foreach)
+        for _ in range(7):  # past RAdam's switch at rho_t > 5
+            w.grad = grad.clone()
+            opt.step()
+        results.append(w.detach())
+    torch.testing.assert_close(results[1], results[0], rtol=0, atol=0)

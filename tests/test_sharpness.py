@@ -487,3 +487,14 @@ def test_torch_update_bn_skips_the_books_batch_norm_but_ours_does_not():
     assert torch.equal(net[1].running_mean, torch.zeros(8))
     update_bn(batches, net)
     assert not torch.equal(net[1].running_mean, torch.zeros(8))
+
+
+def test_averages_in_float32_of_low_precision_weights():
+    # a float32 average of bfloat16 weights (a common way to keep an EMA): cast, as swa_update_ does
+    w = torch.tensor([1.0, 2.0], dtype=torch.bfloat16)
+    ema, swa = [torch.zeros(2)], [torch.zeros(2)]
+    ema_update_(ema, [w], decay=0.5)
+    swa_update_(swa, [w], num_averaged=1)
+    torch.testing.assert_close(ema[0], torch.tensor([0.5, 1.0]))
+    torch.testing.assert_close(swa[0], torch.tensor([0.5, 1.0]))
+    assert ema[0].dtype == swa[0].dtype == torch.float32

@@ -1395,6 +1395,7 @@ def nadam_foreach(
     torch._foreach_sqrt_(denom)
     torch._foreach_add_(denom, eps)  # d = sqrt(...) + eps
     pis = [p.item() for p in mu_products]
+    lr = float(lr)  # a 0-d tensor lr too: the foreach ops take lists of Python numbers
     grad_sizes = [-lr * (1 - mu) / (1 - pi) for mu, pi in zip(mus, pis)]  # -eta (1 - mu_t) / (1 - Pi_t)
     avg_sizes = [-lr * mu_next / (1 - pi * mu_next) for mu_next, pi in zip(mu_nexts, pis)]  # -eta mu_{t+1} / (...)
     torch._foreach_addcdiv_(params, grads, denom, grad_sizes)  # theta <- theta + ... g / d
@@ -1484,7 +1485,7 @@ def adamax_foreach(
     norms = torch._foreach_abs(grads)  # |g| (fresh)
     torch._foreach_add_(norms, eps)  # |g| + eps
     torch._foreach_maximum_(exp_infs, norms)  # u <- max(beta2 u, |g| + eps)
-    step_sizes = [-(lr / (1 - beta1 ** t.item())) for t in steps]  # -eta / (1 - beta1^t), per tensor
+    step_sizes = [-(float(lr) / (1 - beta1 ** t.item())) for t in steps]  # -eta / (1 - beta1^t), per tensor (float: a 0-d tensor lr too)
     torch._foreach_addcdiv_(params, exp_avgs, exp_infs, step_sizes)  # theta <- theta - ... m / u
 
 

@@ -42,9 +42,10 @@ class Lion(ListOptimizer):
         advice on hyperparameters (its section on tuning) therefore takes Lion's learning rate 3–10
         times *smaller* than AdamW's, and, since the decoupled decay multiplies
         :math:`\eta\lambda`, a :math:`\lambda` 3–10 times *larger*, to keep the same effective decay
-        (for instance, by that rule, AdamW's lr 3e-4 and wd 0.1 become lr 3e-5 to 1e-4 and wd 0.3 to 1). The defaults,
-        ``lr=1e-4``, ``betas=(0.9, 0.99)``, are the package's and the paper's; the paper suggests
-        ``betas=(0.95, 0.98)`` where training is unstable.
+        (for instance, by that rule, AdamW's lr 3e-4 and wd 0.1 become lr 3e-5 to 1e-4 and wd 0.3 to 1). The default
+        ``betas=(0.9, 0.99)`` are the package's and the paper's; the default ``lr=1e-4`` is the
+        package's only (the paper sets no default learning rate: it tunes lr per task, by the
+        rule above). The paper suggests ``betas=(0.95, 0.98)`` where training is unstable.
 
         **Conventions of lion-pytorch 0.2.5** (reproduced): the decay is always multiplied by
         ``lr`` (``param.mul_(1 - lr * weight_decay)``, even when ``weight_decay`` is 0). Its
