@@ -17,7 +17,10 @@ spread. This module applies those rules to workloads small enough for a laptop:
   epochs to the target on the validation split; :func:`evaluate_tuned` reruns the chosen
   hyperparameters on fresh seeds and reports medians, spreads and the test accuracy;
 - :func:`compare` does all of it for several workloads and methods and returns a JSON-ready dict,
-  :func:`table` formats it; :func:`state_bytes` measures an optimizer's state.
+  :func:`table` formats it; :func:`state_bytes` measures an optimizer's state;
+- :func:`when` turns results into a "which optimizer when" table (rank per workload, state per parameter,
+  tuning trials on target), and :func:`quick` reruns a few methods with the hyperparameters saved by the
+  script (:func:`load_results`) on new seeds, without tuning.
 
 The script ``benchmarks/compare_optimizers.py`` runs the full protocol and saves its results, labelled
 with date, machine and command; the chapter reads that file and reruns a small part of it live.
