@@ -17,7 +17,10 @@ spread. This module applies those rules to workloads small enough for a laptop:
   epochs to the target on the validation split; :func:`evaluate_tuned` reruns the chosen
   hyperparameters on fresh seeds and reports medians, spreads and the test accuracy;
 - :func:`compare` does all of it for several workloads and methods and returns a JSON-ready dict,
-  :func:`table` formats it; :func:`state_bytes` measures an optimizer's state.
+  :func:`table` formats it; :func:`state_bytes` measures an optimizer's state;
+- :func:`when` turns results into a "which optimizer when" table (rank per workload, state per parameter,
+  tuning trials on target), and :func:`quick` reruns a few methods with the hyperparameters saved by the
+  script (:func:`load_results`) on new seeds, without tuning.
 
 The script ``benchmarks/compare_optimizers.py`` runs the full protocol and saves its results, labelled
 with date, machine and command; the chapter reads that file and reruns a small part of it live.
@@ -53,7 +56,8 @@ from book.train import evaluate, fit
 from book.utils import generator, method_seed
 
 __all__ = ["Workload", "digits_mlp", "digits_cnn", "METHODS", "Method", "RunRecord", "run", "tune",
-           "evaluate_tuned", "compare", "table", "state_bytes"]
+           "evaluate_tuned", "compare", "table", "state_bytes", "load_results", "quick",
+           "state_floats_per_parameter", "when"]
 
 
 def state_bytes(optimizer: torch.optim.Optimizer) -> int:
@@ -354,3 +358,109 @@ def table(results: dict) -> str:
 def record_dict(record: RunRecord) -> dict:
     """A :class:`RunRecord` as a plain dict (for JSON)."""
     return asdict(record)
+
+
+# ---------------------------------------------------------------------------
+# Saved results, a quick rerun, and "which optimizer when"
+
+RESULTS_PATH = "benchmarks/results/compare.json"  # relative to the repository root
+
+
+def load_results(path=None) -> dict:
+    """The results that ``benchmarks/compare_optimizers.py`` saved (by default the committed file)."""
+    import json
+    from pathlib import Path
+
+    path = Path(path) if path is not None else Path(__file__).parents[1] / RESULTS_PATH
+    if not path.exists():
+        raise FileNotFoundError(f"no comparison results at {path}; run benchmarks/compare_optimizers.py first")
+    return json.loads(path.read_text())
+
+
+_WORKLOADS = {"digits MLP": digits_mlp, "digits CNN": digits_cnn}
+
+
+def quick(results: dict | None = None, methods: Sequence[str] = ("sgd", "adamw", "muon", "schedulefree"),
+          seeds: Sequence[int] = (200, 201, 202), workloads: Sequence[str] = ("digits MLP", "digits CNN")) -> dict:
+    """A small live rerun of the comparison: no tuning, only the timing on fresh seeds.
+
+    The hyperparameters come from ``results`` (by default :func:`load_results`, the committed output of
+    ``benchmarks/compare_optimizers.py``, where they were chosen by :func:`tune`); what this function
+    measures (reach, epochs and seconds to the target, test accuracy) comes from the runs it makes now,
+    on ``seeds``, which differ from both the tuning seeds and the script's timing seeds. Returns a dict of
+    the same shape as :func:`compare`'s, so :func:`table` and :func:`when` format it.
+    """
+    results = load_results() if results is None else results
+    for name in methods:
+        _method(name)
+    out = {"n_trials": results["n_trials"], "seeds": list(seeds), "workloads": {},
+           "hparams_from": results.get("label", {}).get("command", "given results")}
+    for wname in workloads:
+        if wname not in _WORKLOADS:
+            raise ValueError(f"unknown workload {wname!r}; choose from {', '.join(_WORKLOADS)}")
+        saved = results["workloads"][wname]
+        w = _WORKLOADS[wname]()
+        entry = {"target": w.target, "epochs": w.epochs, "methods": {}}
+        for name in methods:
+            tuned = saved["methods"][name]["tuning"]
+            entry["methods"][name] = {"tuning": tuned,
+                                      "evaluation": evaluate_tuned(w, name, tuned["hparams"], seeds)}
+        out["workloads"][wname] = entry
+    return out
+
+
+def state_floats_per_parameter(workload: Workload, method: str, hparams: dict | None = None) -> float:
+    """Bytes of optimizer state after one step on ``workload``'s model, per parameter, in float32 units.
+
+    Measured with :func:`state_bytes` (for Muon with AdamW, both optimizers' state), so it counts step
+    counters too: Adam's is a little over 2, SGD with momentum's 1, Adafactor's well under 1.
+    """
+    m = _method(method)
+    h = hparams if hparams is not None else {k: math.sqrt(lo * hi) for k, (lo, hi) in m.space.items()}
+    h = _check_hparams(m, h)
+    model = workload.make_model(0, workload.data.train.X.device)
+    opt = _schedule_free(model, h, 1) if m.name == "schedulefree" else m.build(model, h)
+    X, y = workload.data.train.X[:workload.batch_size], workload.data.train.y[:workload.batch_size]
+    if hasattr(opt, "train"):
+        opt.train()
+    F.cross_entropy(model(X), y).backward()
+    opt.step()
+    parts = getattr(opt, "optimizers", [opt])  # muon_with_adamw holds two
+    n = sum(p.numel() for p in model.parameters())
+    return sum(state_bytes(o) for o in parts) / (4 * n)
+
+
+def when(results: dict, workloads: Sequence[Workload] | None = None) -> str:
+    """A "which optimizer when" markdown table built from ``results`` (from :func:`compare` or :func:`quick`).
+
+    One row per method: its rank on each workload (by median epochs to the target among the seeds that
+    reached it; a method that missed on some seed ranks after every one that never missed), the state it
+    keeps per parameter (measured by :func:`state_floats_per_parameter` on each workload's model) and its
+    tuning sensitivity: the share of tuning trials that reached the target (higher is easier to tune).
+    """
+    names = list(results["workloads"])
+    methods = list(next(iter(results["workloads"].values()))["methods"])
+    by_name = {w.name: w for w in workloads} if workloads else {n: _WORKLOADS[n]() for n in names if n in _WORKLOADS}
+    ranks = {}
+    for wname in names:
+        ms = results["workloads"][wname]["methods"]
+
+        def key(name):
+            ev = ms[name]["evaluation"]
+            return (-ev["reached"], ev["median_epochs"] if ev["median_epochs"] is not None else math.inf,
+                    ev["median_seconds"] if ev["median_seconds"] is not None else math.inf)
+
+        ranks[wname] = {name: i for i, name in enumerate(sorted(ms, key=key), start=1)}
+    head = "| method | " + " | ".join(f"rank on {n}" for n in names) + \
+        " | state (floats per parameter) | tuning trials on target | best at |"
+    lines = [head, "|" + "---|" * (len(names) + 4)]
+    for name in methods:
+        floats = [state_floats_per_parameter(by_name[n], name, results["workloads"][n]["methods"][name]["tuning"]["hparams"])
+                  for n in names if n in by_name]
+        share = statistics.mean(results["workloads"][n]["methods"][name]["tuning"]["reached_fraction"] for n in names)
+        best = [n for n in names if ranks[n][name] == 1]
+        state = f"{min(floats):.2f}–{max(floats):.2f}" if floats and max(floats) - min(floats) >= 0.005 else \
+            (f"{floats[0]:.2f}" if floats else "—")
+        lines.append(f"| {name} | " + " | ".join(f"{ranks[n][name]}/{len(ranks[n])}" for n in names) +
+                     f" | {state} | {100 * share:.0f} % | {', '.join(best) if best else '—'} |")
+    return "\n".join(lines)

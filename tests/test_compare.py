@@ -125,3 +125,32 @@ def test_docstring_examples_run():
 
     failed, attempted = doctest.testmod(compare, optionflags=doctest.ELLIPSIS)
     assert attempted > 0 and failed == 0
+
+
+def test_quick_reruns_the_saved_hparams_on_fresh_seeds():
+    saved = compare.load_results()
+    out = compare.quick(methods=["adamw"], seeds=[300], workloads=["digits MLP"])
+    r = out["workloads"]["digits MLP"]["methods"]["adamw"]
+    assert r["evaluation"]["hparams"] == saved["workloads"]["digits MLP"]["methods"]["adamw"]["tuning"]["hparams"]
+    assert r["evaluation"]["seeds"] == [300] and len(r["evaluation"]["test_acc"]) == 1
+    assert table(out).splitlines()[2].startswith("| digits MLP | adamw | ")
+    with pytest.raises(ValueError, match="choose from digits MLP, digits CNN"):
+        compare.quick(methods=["adamw"], workloads=["mnist"])
+
+
+def _fake(reached, epochs):
+    return {"tuning": {"hparams": None, "reached_fraction": 0.5},
+            "evaluation": {"reached": reached, "median_epochs": epochs, "median_seconds": epochs}}
+
+
+def test_which_optimizer_when_ranks_reach_first_then_epochs():
+    results = {"workloads": {"digits MLP": {"methods": {
+        "sgd": _fake(1.0, 9), "adamw": _fake(0.8, 2), "adafactor": _fake(1.0, 4)}}}}
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in compare.when(results).splitlines()[2:]}
+    # adamw is fastest where it reached but missed on a seed, so it ranks last
+    assert [rows[m][1] for m in ("adafactor", "sgd", "adamw")] == ["1/3", "2/3", "3/3"]
+    assert rows["adafactor"][-1].startswith("digits MLP")
+    adam = float(rows["adamw"][2])
+    assert 2.0 <= adam < 2.01  # m and v, plus a step counter per tensor
+    assert float(rows["sgd"][2]) == 1.0  # one momentum buffer
+    assert float(rows["adafactor"][2]) < 0.2  # row and column statistics of each matrix
