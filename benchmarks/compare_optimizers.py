@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workloads", default="mlp,cnn", help=f"from {','.join(WORKLOADS)}")
     parser.add_argument("--methods", default=",".join(compare.METHODS), help=f"from {','.join(compare.METHODS)}")
-    parser.add_argument("--trials", type=int, default=16, help="tuning runs per method and workload (the budget)")
+    parser.add_argument("--trials", type=int, default=20, help="tuning runs per method and workload (the budget)")
     parser.add_argument("--seeds", type=int, default=5, help="fresh seeds each tuned method is timed on")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: steady timings)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "compare",
