@@ -194,6 +194,10 @@ def _label(name: str) -> str:
 class _Ops(TorchDispatchMode):
     """Record forbidden ATen operators by name."""
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False  # never compiled; wrapping it would import torch._dynamo (seconds) on first use
+
     def __init__(self, guard: "Guard"):
         super().__init__()
         self.guard = guard
@@ -355,13 +359,15 @@ class Guard:
             self.mode.__enter__()
         if not _genuine():
             self._tamper("the check's switches were replaced")
+        self._previous = _getprofile()
         _thread_setprofile(self._hook)
         _setprofile(self._hook)
 
     def stop(self) -> None:
         hook = _getprofile()
-        _setprofile(None)
+        _setprofile(self._previous)
         _thread_setprofile(None)
+        self._previous = None
         if getattr(hook, "__func__", None) is not Guard._hook or getattr(hook, "__self__", None) is not self:
             self._tamper("the check's profile hook was removed or replaced")
         if self.mode is not None:
