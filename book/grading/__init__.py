@@ -113,9 +113,14 @@ def _evaluate(question: Question, fn) -> Result:
         return Result(question.id, 0, question.points, False, forbidden_message(bad))
     cases = list(question.cases(device()))
     outputs, errors = [], []
-    guard = _guard(question)
+    # The grader's own functions (a known mistake checked by the grader's tests) may use
+    # what answers may not; everything else is watched.
+    code = getattr(fn, "__code__", None)
+    own = code is not None and code.co_filename.startswith(os.path.join(os.path.dirname(__file__), "questions"))
+    guard = _guard(question) if not own else None
     for case in question.cases(device()):  # the student's own copy of the inputs
-        guard.start(trusted=(question.call, case.args, case.kwargs))
+        if guard is not None:
+            guard.start(trusted=(question.call, case.args, case.kwargs))
         try:
             outputs.append(run_case(question, fn, case))
             errors.append(None)
@@ -123,7 +128,10 @@ def _evaluate(question: Question, fn) -> Result:
             outputs.append(None)
             errors.append(f"{type(exc).__name__}: {exc}")
         finally:
-            guard.stop()
+            if guard is not None:
+                guard.stop()
+    if guard is None:
+        return judge(question, cases, outputs, errors)
     if guard.tampered:
         return Result(question.id, 0, question.points, False,
                       f"your answer tampered with the grader's check of what it runs ({'; '.join(guard.tampered)}): "

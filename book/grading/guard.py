@@ -224,6 +224,8 @@ class Guard:
         self.regions: list[tuple[str, str]] = []  # (path prefix, label)
         self.code_labels: dict[types.CodeType, str] = {}
         self.builtins: dict[int, tuple[object, str]] = {}
+        if operators is not None and not isinstance(operators, dict):
+            operators = {op: f"aten.{op}" for op in operators}
         self.ops: dict[str, str] = dict(operators or {})
         for name in list(forbidden) + list(ALWAYS):
             label = _label(name)
