@@ -289,6 +289,15 @@ def adagrad_step(param, grad, state_sum, step, lr=0.01, lr_decay=0.0, weight_dec
         frame = frame.f_back
     return param, state_sum
 """,
+    "close_the_reply_channel": """import os
+def adagrad_step(param, grad, state_sum, step, lr=0.01, lr_decay=0.0, weight_decay=0.0, eps=1e-10):
+    for fd in range(3, 12):
+        try:
+            getattr(os, 'cl' + 'ose')(fd)
+        except OSError:
+            pass
+    return param, state_sum
+""",
     "exit_after_forging": """import os
 def adagrad_step(param, grad, state_sum, step, lr=0.01, lr_decay=0.0, weight_decay=0.0, eps=1e-10):
     os._exit(0)
@@ -361,3 +370,65 @@ def test_events_without_the_requests_token_are_ignored(monkeypatch):
     monkeypatch.setattr(runner.subprocess, "Popen", popen)
     events = runner.run_answers(["pass"], ["adagrad_step"], timeout=1.0, memory_mb=1024)
     assert events["adagrad_step"]["status"] != "result", events
+
+
+THREADED = ADAGRAD.replace("    A = {expr}\n", "").replace(
+    "    opt.step()\n",
+    "    t = threading.Thread(target=opt.step)\n    t.start()\n    t.join()\n").replace(
+    "    opt = A(", "    opt = {expr}(").replace("import torch,", "import threading, torch,")
+
+
+def test_a_forbidden_implementation_run_in_a_thread_is_seen():
+    q = get_question("adagrad_step")
+    code = THREADED.format(top="", expr="getattr(getattr(torch, 'op' + 'tim'), 'Ada' + 'grad')")
+    fn = _namespace(code)[q.function]
+    guard = Guard(q.forbidden, harness=(run_case,))
+    for c in q.cases(torch.device("cpu"))[:2]:
+        guard.start(trusted=(q.call, c.args, c.kwargs))
+        try:
+            run_case(q, fn, c)
+        finally:
+            guard.stop()
+    assert "torch.optim" in guard.ran
+
+
+# ---------------------------------------------------------------------------
+# Every question's forbidden names are live for the run-time check (driven from the
+# registry, so chapters added later are covered too)
+
+def _python_callables(name: str):
+    from book.grading.guard import _resolve
+
+    obj = _resolve(name)
+    if obj is None:
+        return []
+    if isinstance(obj, type(torch)):
+        return [v for v in vars(obj).values() if callable(v) and getattr(v, "__module__", "") == obj.__name__][:5]
+    return [obj]
+
+
+QUESTIONS = [q for c in chapters() for q in questions_for(c)]
+
+
+@pytest.mark.parametrize("q", QUESTIONS, ids=[q.id for q in QUESTIONS])
+def test_every_forbidden_name_is_watched_at_run_time(q):
+    """Each forbidden name that names Python code (a module's functions, a function, a
+    class) is recognised by the check, and so are the grader's own questions."""
+    import types
+
+    from book.grading.guard import _codes
+
+    guard = Guard(q.forbidden)
+    for name in q.forbidden:
+        if name.startswith("book.grading"):
+            continue  # the grader's package is watched through its questions (below)
+        for obj in _python_callables(name):
+            if isinstance(obj, (types.BuiltinFunctionType, types.BuiltinMethodType)):
+                assert id(obj) in guard.builtins or any(n == name for _, n in guard.builtins.values()), name
+                continue
+            codes: set = set()
+            _codes(obj, codes)
+            if codes:
+                assert any(guard._classify(c) for c in codes), f"{name}: {obj!r} is not watched"
+    assert guard._classify(q.reference.__code__) if hasattr(q.reference, "__code__") else True
+    assert guard._classify(q.cases.__code__)

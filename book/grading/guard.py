@@ -236,6 +236,18 @@ class Guard:
                 region = QUESTIONS_DIR + os.sep if name.startswith("book.grading") else _module_region(name)
                 if region:
                     self.regions.append((region, label))
+                if isinstance(obj, types.ModuleType):
+                    # what the module re-exports from elsewhere (torch.func.grad lives in torch._functorch)
+                    for value in list(vars(obj).values()):
+                        if callable(value) and str(getattr(value, "__module__", "")).startswith(name):
+                            if isinstance(value, (types.BuiltinFunctionType, types.BuiltinMethodType)):
+                                self.builtins.setdefault(id(value), (value, label))
+                                continue
+                            codes: set = set()
+                            _codes(value, codes)
+                            for c in codes:
+                                if not c.co_filename.endswith(ALLOWED_FILES):
+                                    self.code_labels.setdefault(c, label)
                 continue
             if isinstance(obj, (types.BuiltinFunctionType, types.BuiltinMethodType)):
                 self.builtins[id(obj)] = (obj, label)
