@@ -298,6 +298,9 @@ def adagrad_step(param, grad, state_sum, step, lr=0.01, lr_decay=0.0, weight_dec
             pass
     return param, state_sum
 """,
+    "rebind_the_graders_helpers": """import book.grading.core as _core
+_core.compare = lambda *a, **k: None
+""" + ADAGRAD.format(top="", expr="getattr(getattr(torch, 'op' + 'tim'), 'Ada' + 'grad')"),
     "exit_after_forging": """import os
 def adagrad_step(param, grad, state_sum, step, lr=0.01, lr_decay=0.0, weight_decay=0.0, eps=1e-10):
     os._exit(0)
@@ -345,7 +348,7 @@ def test_tampering_with_the_check_scores_zero_and_says_so(name, tamper_reports):
     result = next(r for r in rep.results if r.id == qid)
     assert result.points == 0, result
     assert "tampered with the grader's check" in result.message, result.message
-    if name == "replace_the_switch":  # done while the cells ran: every question was unwatched
+    if name in ("replace_the_switch", "rebind_the_graders_helpers"):  # done while the cells ran: every question was unwatched
         assert rep.score == 0 and all("tampered" in r.message for r in rep.results), rep.to_dict()
     else:  # the honest answers in the same notebook keep their points
         assert all(r.passed for r in rep.results if r.id != qid), rep.to_dict()

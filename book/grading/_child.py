@@ -49,6 +49,33 @@ def _describe(exc: BaseException) -> str:
     return text[:500]
 
 
+def _snapshot() -> list:
+    """The grader's modules in this process (and their classes), as they are now."""
+    out = []
+    for name, mod in list(sys.modules.items()):
+        if mod is None or not (name == "book.grading" or name.startswith("book.grading.")):
+            continue
+        namespace = vars(mod)
+        out.append((name, namespace, dict(namespace)))
+        for key, value in list(namespace.items()):
+            if isinstance(value, type) and getattr(value, "__module__", None) == name:
+                out.append((f"{name}.{key}", value.__dict__, dict(value.__dict__)))
+    return out
+
+
+def _changed(snapshot: list) -> list[str]:
+    """What an answer rebound in the grader's modules since ``snapshot``."""
+    changed = []
+    for name, namespace, before in snapshot:
+        now = dict(namespace)
+        for key in set(before) | set(now):
+            if key in ("__cached__", "__builtins__") or (key not in before and isinstance(now[key], type(sys))):
+                continue  # a submodule imported since is not a rebinding
+            if before.get(key, _changed) is not now.get(key, _changed):
+                changed.append(f"{name}.{key}")
+    return sorted(changed)[:5]
+
+
 def main() -> None:
     requests = os.fdopen(os.dup(0), "r")
     job = json.loads(requests.readline())
@@ -93,6 +120,7 @@ def main() -> None:
     def cell_tamper(g):
         send(event="tamper", tampered=list(g.tampered))
         os._exit(4)
+    snapshot = _snapshot()
     send(event="started")
 
     namespace: dict = {"__name__": "__main__", "__builtins__": __builtins__}
@@ -110,6 +138,9 @@ def main() -> None:
             send(event="cell_error", index=i, error=_describe(exc))
         finally:
             signal.alarm(0)
+    rebound = _changed(snapshot)
+    if rebound:
+        cell_guard.tampered.append(f"the answer cells rebound {', '.join(rebound)}")
     send(event="ready", names=sorted(k for k, v in namespace.items() if callable(v) and not k.startswith("_"))[:50])
 
     # One request at a time: the grader sends a fresh token with each and accepts only the
@@ -159,8 +190,11 @@ def main() -> None:
             continue
         finally:
             signal.alarm(0)
+        rebound = _changed(snapshot)
+        if rebound and not cell_guard.tampered:
+            guard.tampered.append(f"it rebound {', '.join(rebound)}")
         send(event="result", id=qid, token=token, outputs=outputs, errors=errors,
-             ran=sorted(guard.ran | cell_guard.ran), tampered=list(guard.tampered))
+             ran=sorted(guard.ran | cell_guard.ran), tampered=cell_guard.tampered + guard.tampered)
     send(event="done")
 
 
