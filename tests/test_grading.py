@@ -437,7 +437,13 @@ def test_successive_halving_is_graded_by_its_calls_not_only_its_winner():
     q = next(q for q in QUESTIONS if q.id == "successive_halving")
 
     def one_call_too_many(configs, objective, min_budget, eta):
-        best = q.reference(configs, objective, min_budget, eta)
+        alive, budget = list(range(len(configs))), min_budget
+        while len(alive) > 1:
+            losses = [objective(configs[i], budget) for i in alive]
+            order = sorted(range(len(alive)), key=lambda k: (losses[k], k))
+            alive = sorted(alive[k] for k in order[:max(1, len(alive) // eta)])
+            budget *= eta
+        best = configs[alive[0]]
         objective(best, min_budget)
         return best
 
@@ -447,7 +453,8 @@ def test_successive_halving_is_graded_by_its_calls_not_only_its_winner():
 
 def test_numerical_gradient_test_functions_hide_from_autograd():
     """The test functions are black boxes: differentiating them with autograd raises, so the
-    answer has to take differences (the static check cannot forbid a `.backward()` method call)."""
+    answer has to take differences. The static check cannot forbid a `.backward()` method
+    call; the run-time check sees it run autograd."""
 
     def by_autograd(f, x, eps=1e-6):
         x = x.detach().to(torch.float64).requires_grad_(True)
@@ -455,4 +462,5 @@ def test_numerical_gradient_test_functions_hide_from_autograd():
         return x.grad
 
     feedback = check("numerical_gradient", fn=by_autograd)
-    assert not feedback.passed and "does not require grad" in feedback.result.message
+    message = feedback.result.message
+    assert not feedback.passed and ("does not require grad" in message or "torch.autograd" in message), message

@@ -98,7 +98,7 @@ class Summary:
 
 def _evaluate(question: Question, fn) -> Result:
     """Run ``fn`` on the question's inputs in this process and judge it."""
-    from book.grading.static import forbidden_uses
+    from book.grading.static import forbidden_message, forbidden_uses
     from book.utils import device
 
     if not callable(fn):
@@ -110,19 +110,42 @@ def _evaluate(question: Question, fn) -> Result:
         source = ""
     bad = forbidden_uses([source], question.forbidden, getattr(fn, "__name__", None)) if source else []
     if bad:
-        return Result(question.id, 0, question.points, False,
-                      f"your answer uses {', '.join(bad)}: this question asks you to write the "
-                      "algorithm yourself, not to call the library's implementation")
+        return Result(question.id, 0, question.points, False, forbidden_message(bad))
     cases = list(question.cases(device()))
     outputs, errors = [], []
+    # The grader's own functions (a known mistake checked by the grader's tests) may use
+    # what answers may not; everything else is watched.
+    code = getattr(fn, "__code__", None)
+    own = code is not None and code.co_filename.startswith(os.path.join(os.path.dirname(__file__), "questions"))
+    guard = _guard(question) if not own else None
     for case in question.cases(device()):  # the student's own copy of the inputs
+        if guard is not None:
+            guard.start(trusted=(question.call, case.args, case.kwargs))
         try:
             outputs.append(run_case(question, fn, case))
             errors.append(None)
         except Exception as exc:  # noqa: BLE001 - a wrong answer may raise anything
             outputs.append(None)
             errors.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            if guard is not None:
+                guard.stop()
+    if guard is None:
+        return judge(question, cases, outputs, errors)
+    if guard.tampered:
+        return Result(question.id, 0, question.points, False,
+                      f"your answer tampered with the grader's check of what it runs ({'; '.join(guard.tampered)}): "
+                      "an answer that switches off, replaces or silences the check scores zero")
+    if guard.ran:
+        return Result(question.id, 0, question.points, False, forbidden_message(sorted(guard.ran)))
     return judge(question, cases, outputs, errors)
+
+
+def _guard(question: Question):
+    """The run-time check of one question (what its answer may not run), made fresh per check."""
+    from book.grading.guard import Guard
+
+    return Guard(question.forbidden, getattr(question, "operators", None), harness=(_evaluate, run_case))
 
 
 def check(question_id: str, fn=None) -> Feedback:

@@ -1,8 +1,16 @@
 """The child process that runs a submission's answer cells (never trusted).
 
-Protocol: the grader writes one JSON job to our stdin::
+Protocol: the grader writes one JSON job line to our stdin::
 
     {"cells": [source, ...], "questions": [id, ...], "timeout": seconds, "memory_mb": MB}
+
+then, once we report ``ready``, one request line per question, when it wants that answer::
+
+    {"request": "run", "id": question_id, "token": fresh_random_hex}
+
+and we reply with events carrying that token (the grader ignores any other). While a
+question's cases run, :mod:`book.grading.guard` records which forbidden implementations
+executed and any tampering with the check; we report both, the grader judges.
 
 We keep a private copy of stdout for our replies, send everything the student's code
 prints to /dev/null, cap our own memory, execute the answer cells in order, then call
@@ -41,8 +49,36 @@ def _describe(exc: BaseException) -> str:
     return text[:500]
 
 
+def _snapshot() -> list:
+    """The grader's modules in this process (and their classes), as they are now."""
+    out = []
+    for name, mod in list(sys.modules.items()):
+        if mod is None or not (name == "book.grading" or name.startswith("book.grading.")):
+            continue
+        namespace = vars(mod)
+        out.append((name, namespace, dict(namespace)))
+        for key, value in list(namespace.items()):
+            if isinstance(value, type) and getattr(value, "__module__", None) == name:
+                out.append((f"{name}.{key}", value.__dict__, dict(value.__dict__)))
+    return out
+
+
+def _changed(snapshot: list) -> list[str]:
+    """What an answer rebound in the grader's modules since ``snapshot``."""
+    changed = []
+    for name, namespace, before in snapshot:
+        now = dict(namespace)
+        for key in set(before) | set(now):
+            if key in ("__cached__", "__builtins__") or (key not in before and isinstance(now[key], type(sys))):
+                continue  # a submodule imported since is not a rebinding
+            if before.get(key, _changed) is not now.get(key, _changed):
+                changed.append(f"{name}.{key}")
+    return sorted(changed)[:5]
+
+
 def main() -> None:
-    job = json.loads(sys.stdin.read())
+    requests = os.fdopen(os.dup(0), "r")
+    job = json.loads(requests.readline())
     reply = os.fdopen(os.dup(1), "w", buffering=1)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
@@ -64,12 +100,27 @@ def main() -> None:
 
     import torch
 
+    import book.grading  # noqa: F401 - imported here, so that answer cells importing it run none of its code
     from book.grading.core import encode, run_case
-    from book.grading.questions import get_question
+    from book.grading.guard import Guard
+    from book.grading.questions import all_questions
 
     torch.set_num_threads(1)
     timeout = max(1, int(round(float(job.get("timeout", 10)))))
     signal.signal(signal.SIGALRM, _alarm)
+
+    # Everything the check needs is resolved before any answer code runs.
+    questions = {q.id: q for q in all_questions() if q.id in set(job["questions"])}
+    channel = (reply, reply.buffer, getattr(reply.buffer, "raw", None), requests)
+    harness = (main, run_case, encode, _describe, _alarm)
+    guards = {qid: Guard(q.forbidden, getattr(q, "operators", None), harness=harness, reply=channel)
+              for qid, q in questions.items()}
+    cell_guard = Guard((), harness=harness, reply=channel)
+
+    def cell_tamper(g):
+        send(event="tamper", tampered=list(g.tampered))
+        os._exit(4)
+    snapshot = _snapshot()
     send(event="started")
 
     namespace: dict = {"__name__": "__main__", "__builtins__": __builtins__}
@@ -77,39 +128,73 @@ def main() -> None:
         send(event="cell", index=i)
         signal.alarm(timeout)
         try:
-            exec(compile(source, f"<answer cell {i + 1}>", "exec"), namespace)
+            code = compile(source, f"<answer cell {i + 1}>", "exec")
+            cell_guard.start(report=cell_tamper)
+            try:
+                exec(code, namespace)
+            finally:
+                cell_guard.stop()
         except BaseException as exc:  # noqa: BLE001 - the student's code may raise anything
             send(event="cell_error", index=i, error=_describe(exc))
         finally:
             signal.alarm(0)
+    rebound = _changed(snapshot)
+    if rebound:
+        cell_guard.tampered.append(f"the answer cells rebound {', '.join(rebound)}")
     send(event="ready", names=sorted(k for k, v in namespace.items() if callable(v) and not k.startswith("_"))[:50])
 
-    for qid in job["questions"]:
-        question = get_question(qid)
-        send(event="start", id=qid)
+    # One request at a time: the grader sends a fresh token with each and accepts only the
+    # reply that carries it, so nothing written before the request can count.
+    while True:
+        line = requests.readline()
+        if not line:
+            break
+        req = json.loads(line)
+        if req.get("request") != "run":
+            break
+        qid, token = req["id"], req["token"]
+        question, guard = questions[qid], guards[qid]
         fn = namespace.get(question.function)
         if not callable(fn):
-            send(event="result", id=qid, missing=True)
+            send(event="result", id=qid, token=token, missing=True)
             continue
         outputs, errors = [], []
+        cases = list(question.cases(torch.device("cpu")))
+
+        def report(g, qid=qid, token=token):
+            send(event="tamper", id=qid, token=token, tampered=list(g.tampered))
+
         signal.alarm(timeout)
         try:
-            for case in question.cases(torch.device("cpu")):
+            for case in cases:
+                guard.start(trusted=(question.call, case.args, case.kwargs), report=report)
                 try:
                     value = run_case(question, fn, case)
-                    outputs.append(encode(value))
-                    errors.append(None)
                 except _Timeout:
                     raise
                 except BaseException as exc:  # noqa: BLE001
-                    outputs.append(None)
-                    errors.append(_describe(exc))
+                    value, error = None, _describe(exc)
+                else:
+                    error = None
+                finally:
+                    guard.stop()
+                if error is None:
+                    try:
+                        encoded = encode(value)
+                    except Exception as exc:  # noqa: BLE001 - an output may be anything
+                        encoded, error = None, _describe(exc)
+                outputs.append(None if error else encoded)
+                errors.append(error)
         except _Timeout:
-            send(event="timeout", id=qid)
+            send(event="timeout", id=qid, token=token)
             continue
         finally:
             signal.alarm(0)
-        send(event="result", id=qid, outputs=outputs, errors=errors)
+        rebound = _changed(snapshot)
+        if rebound and not cell_guard.tampered:
+            guard.tampered.append(f"it rebound {', '.join(rebound)}")
+        send(event="result", id=qid, token=token, outputs=outputs, errors=errors,
+             ran=sorted(guard.ran | cell_guard.ran), tampered=cell_guard.tampered + guard.tampered)
     send(event="done")
 
 

@@ -66,6 +66,9 @@ class Question:
             ``call(fn, *args, **kwargs)``; by default what ``fn(*args, **kwargs)``
             returns. A question whose answer acts through an argument (an objective that
             records the calls made to it) returns what that argument observed.
+        operators: ATen operator names (``"native_batch_norm"``, ``"_fused_adam"``) an
+            answer may not run, beyond those ``book.grading.guard.OPERATORS`` already
+            maps the ``forbidden`` names to; the run-time check watches for them.
     """
 
     id: str
@@ -80,6 +83,7 @@ class Question:
     forbidden: Sequence[str] = ()
     title: str = ""
     call: Callable | None = None
+    operators: Sequence[str] = ()
 
 
 @dataclass

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -28,7 +29,7 @@ import torch
 
 from book.grading.core import Question, Result, decode, judge
 from book.grading.questions import chapters, questions_for
-from book.grading.static import forbidden_uses
+from book.grading.static import forbidden_message, forbidden_uses
 
 STARTUP_S = 60.0  # importing torch in a fresh process can take a while on a busy machine
 
@@ -169,13 +170,22 @@ def run_answers(sources: list[str], qids: list[str], timeout: float, memory_mb: 
             )
             q: queue.Queue = queue.Queue()
             threading.Thread(target=_reader, args=(proc.stdout, q), daemon=True).start()
+            def request(qid: str) -> str:
+                token = secrets.token_hex(16)
+                try:
+                    proc.stdin.write(json.dumps({"request": "run", "id": qid, "token": token}) + "\n")
+                    proc.stdin.flush()
+                except (BrokenPipeError, OSError, ValueError):
+                    pass
+                return token
+
             try:
                 proc.stdin.write(json.dumps({"cells": sources, "questions": remaining,
-                                             "timeout": timeout, "memory_mb": memory_mb}))
-                proc.stdin.close()
+                                             "timeout": timeout, "memory_mb": memory_mb}) + "\n")
+                proc.stdin.flush()
             except BrokenPipeError:
                 pass
-            phase, cell, current = "startup", None, None
+            phase, cell, current, token = "startup", None, None, None
             deadline = time.monotonic() + STARTUP_S
             cell_errors: list[str] = []
             while True:
@@ -205,26 +215,40 @@ def run_answers(sources: list[str], qids: list[str], timeout: float, memory_mb: 
                         remaining = [r for r in remaining if r != current]
                     break
                 kind = event.get("event")
+                if phase == "questions" and (token is None or event.get("token") != token):
+                    continue  # not the answer to the request the grader made: written in advance, or forged
                 if kind == "started":
                     phase, deadline = "cells", time.monotonic() + timeout + 5
                 elif kind == "cell":
                     cell, deadline = int(event.get("index", 0)), time.monotonic() + timeout + 5
                 elif kind == "cell_error":
                     cell_errors.append(f"answer cell {int(event.get('index', 0)) + 1} raised {str(event.get('error'))[:300]}")
-                elif kind == "ready":
+                elif kind == "tamper" and phase == "cells":
+                    _kill(proc)
+                    for qid in remaining:
+                        events[qid] = {"status": "tamper", "tampered": event.get("tampered")}
+                    remaining = []
+                    break
+                elif kind == "ready" and phase == "cells":
                     phase, deadline = "questions", time.monotonic() + timeout + 5
-                elif kind == "start" and event.get("id") in remaining:
-                    current, deadline = event["id"], time.monotonic() + timeout + 5
+                    current = remaining[0]
+                    token = request(current)
+                elif kind == "tamper" and event.get("id") == current:
+                    events[current] = {"status": "tamper", "tampered": event.get("tampered")}
+                    remaining = [r for r in remaining if r != current]
+                    _kill(proc)
+                    break
                 elif kind in ("result", "timeout") and event.get("id") == current:
                     ev = dict(event)
                     ev["status"] = "timeout" if kind == "timeout" else ("missing" if event.get("missing") else "result")
                     ev["cell_errors"] = cell_errors
                     events[current] = ev
                     remaining = [r for r in remaining if r != current]
-                    current = None
-                elif kind == "done":
-                    _kill(proc)
-                    break
+                    if not remaining:
+                        _kill(proc)
+                        break
+                    current, deadline = remaining[0], time.monotonic() + timeout + 5
+                    token = request(current)
     return events
 
 
@@ -251,8 +275,17 @@ def _verdict(question: Question, event: dict, sources: list[str]) -> Result:
         errs = event.get("cell_errors") or []
         extra = f" ({errs[0]})" if errs else ""
         return zero(f"the notebook defines no function named `{question.function}` in its answer cells{extra}")
+    if status == "tamper" or (status == "result" and event.get("tampered")):
+        why = "; ".join(str(t)[:200] for t in (event.get("tampered") or [])[:3]) or "the check was switched off"
+        return zero(f"your answer tampered with the grader's check of what it runs ({why}): "
+                    "an answer that switches off, replaces or silences the check scores zero")
     if status != "result":
         return zero(event.get("message") or "your function did not finish")
+    ran = event.get("ran") or []
+    if ran:
+        if not isinstance(ran, list):
+            return zero("the grading process sent back a malformed result")
+        return zero(forbidden_message([str(r)[:200] for r in ran[:10]]))
     cases = list(question.cases(torch.device("cpu")))
     raw_out, raw_err = event.get("outputs"), event.get("errors")
     if not isinstance(raw_out, list) or not isinstance(raw_err, list) or len(raw_out) != len(cases) or len(raw_err) != len(cases):
@@ -300,10 +333,7 @@ def grade_notebook(path, timeout: float = 10.0, memory_mb: int = 3072) -> Notebo
     for q in questions:
         bad = forbidden_uses(sources, q.forbidden, q.function)
         if bad:
-            verdicts[q.id] = Result(
-                q.id, 0, q.points, False,
-                f"your answer uses {', '.join(bad)}: this question asks you to write the algorithm "
-                "yourself, not to call the library's implementation (or to load code dynamically)")
+            verdicts[q.id] = Result(q.id, 0, q.points, False, forbidden_message(bad, dynamic=True))
         else:
             to_run.append(q.id)
     events = run_answers(sources, to_run, timeout, memory_mb) if to_run else {}

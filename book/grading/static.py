@@ -146,3 +146,10 @@ def forbidden_uses(sources: Iterable[str], forbidden: Iterable[str], function: s
     found = {t for t in forbidden for n in names if _matches(n, t)}
     found |= {label for key, label in DYNAMIC.items() for n in names if _matches(n, key)}
     return sorted(found)
+
+
+def forbidden_message(names: Iterable[str], dynamic: bool = False) -> str:
+    """The verdict's sentence for an answer that uses (or ran) forbidden implementations."""
+    return (f"your answer uses {', '.join(names)}: this question asks you to write the algorithm "
+            "yourself, not to call the library's implementation"
+            + (" (or to load code dynamically)" if dynamic else ""))

@@ -1,0 +1,437 @@
+"""The grader judges what ran, not what the source spells.
+
+Answers that reach a forbidden implementation by names the static scan cannot read
+(computed attribute names, ``vars()``/``__dict__`` chains, references saved in a set-up
+line, ``operator`` helpers, ``gc``/``sys.modules`` walks), answers that return the
+grader's own references, forged protocol streams and answers that switch the run-time
+check off all score zero. Each attack is first shown to give the right outputs when
+nothing watches it, so a zero here is the check's doing.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+from book.grading.core import judge, run_case
+from book.grading.guard import Guard
+from book.grading.questions import chapters, get_question, questions_for
+from book.grading.runner import grade_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 10.0
+
+
+def _source(cell) -> str:
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def _answer_cell(nb: dict, question_id: str) -> dict:
+    fn = get_question(question_id).function
+    for cell in nb["cells"]:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if meta.get("solution") and f"def {fn}(" in _source(cell):
+            return cell
+    raise AssertionError(f"no answer cell defines {fn}")
+
+
+def _notebook(tmp: Path, name: str, chapter: str, answers: dict[str, str]) -> Path:
+    """The solutions notebook of ``chapter`` with some answer cells replaced."""
+    nb = copy.deepcopy(json.loads((ROOT / "solutions" / f"{chapter}.ipynb").read_text()))
+    for qid, code in answers.items():
+        _answer_cell(nb, qid)["source"] = code
+    path = tmp / f"{chapter}-{name}.ipynb"
+    path.write_text(json.dumps(nb))
+    return path
+
+
+# ---------------------------------------------------------------------------
+# Computed routes to the library's implementation
+
+ADAGRAD = """import torch, operator, gc, sys
+{top}
+def adagrad_step(param, grad, state_sum, step, lr=0.01, lr_decay=0.0, weight_decay=0.0, eps=1e-10):
+    A = {expr}
+    p = param.detach().clone().requires_grad_(True)
+    opt = A([p], lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps)
+    opt.state[p]["sum"] = state_sum.detach().clone()
+    opt.state[p]["step"] = torch.tensor(float(step - 1))
+    p.grad = grad.detach().clone()
+    opt.step()
+    return p.detach(), opt.state[p]["sum"]
+"""
+
+BN = """import torch, operator, gc, sys
+{top}
+def bn_train_forward(x, running_mean, running_var, weight, bias, momentum=0.1, eps=1e-5):
+    F = {expr}
+    rm, rv = running_mean.clone(), running_var.clone()
+    y = F(x, rm, rv, weight, bias, True, momentum, eps)
+    return y, rm, rv
+"""
+
+CE = """import torch, operator, gc, sys
+{top}
+def cross_entropy(logits, target, label_smoothing=0.0):
+    F = {expr}
+    return F(logits, target, label_smoothing=label_smoothing)
+"""
+
+GD = """import torch, operator, gc, sys, book.gd
+{top}
+def gd_iterates(f, x0, lr, steps):
+    G = {expr}
+    return G(f, x0, lr, steps)
+"""
+
+
+def _routes(module: str, attr: str) -> dict[str, tuple[str, str]]:
+    """Ways to reach ``module.attr`` whose source never spells it: {route: (top, expr)}."""
+    head, _, rest = module.partition(".")
+    split = lambda s: " + ".join(repr(p) for p in (s[: len(s) // 2], s[len(s) // 2:]))  # noqa: E731
+    chain = head
+    path_attrs = (rest.split(".") if rest else []) + [attr]
+    getattr_chain = chain
+    for a in path_attrs:
+        getattr_chain = f"getattr({getattr_chain}, {split(a)})"
+    vars_chain = chain
+    for a in path_attrs:
+        vars_chain = f"vars({vars_chain})[{split(a)}]"
+    dict_chain = chain
+    for a in path_attrs:
+        dict_chain = f"{dict_chain}.__dict__[{split(a)}]"
+    dotted = ".".join(path_attrs)
+    return {
+        "computed_getattr": ("", getattr_chain),
+        "vars_lookup": ("", vars_chain),
+        "dict_chain": ("", dict_chain),
+        "saved_at_the_top": (f"_saved = {getattr_chain}", "_saved"),
+        "operator_attrgetter": ("", f"operator.attrgetter({split(dotted)})({head})"),
+        "operator_methodcaller": (
+            "", "operator.methodcaller('__getattribute__', " + split(attr) + ")("
+            + f"getattr(sys, {split('modules')})[{split(module)}])"),
+        "gc_walk": ("", f"next(o for o in getattr(gc, {split('get_objects')})() if isinstance(o, (type, type(gc.isenabled), "
+                        f"type(lambda: 0))) and o.__name__ == {split(attr)} and "
+                        f"str(getattr(o, '__module__', '')).startswith({split(module)}))"),
+        "sys_modules_walk": ("", f"getattr(getattr(sys, {split('modules')})[{split(module)}], {split(attr)})"),
+    }
+
+
+TARGETS = {
+    # question id: (chapter, template, module, attribute)
+    "adagrad_step": ("05_adaptive", ADAGRAD, "torch.optim", "Adagrad"),
+    "bn_train_forward": ("09_batch_norm", BN, "torch.nn.functional", "batch_norm"),
+    "cross_entropy": ("07_losses", CE, "torch.nn.functional", "cross_entropy"),
+    "gd_iterates": ("02_gradient_descent", GD, "book.gd", "gradient_descent"),
+}
+
+CASES = [(qid, route) for qid, (_, _, mod, attr) in TARGETS.items() for route in _routes(mod, attr)]
+
+
+def _attack_code(qid: str, route: str) -> str:
+    _, template, mod, attr = TARGETS[qid]
+    top, expr = _routes(mod, attr)[route]
+    return template.format(top=top, expr=expr)
+
+
+def _namespace(code: str) -> dict:
+    ns: dict = {"__name__": "__main__"}
+    exec(compile(code, "<attack>", "exec"), ns)
+    return ns
+
+
+@pytest.mark.parametrize("qid,route", CASES, ids=[f"{q}-{r}" for q, r in CASES])
+def test_each_route_would_pass_unwatched_and_is_caught_in_process(qid, route):
+    """The attack gives the right outputs (so only the check stands in its way), and the
+    run-time check sees the forbidden implementation run."""
+    q = get_question(qid)
+    fn = _namespace(_attack_code(qid, route))[q.function]
+    cases = list(q.cases(torch.device("cpu")))
+    outputs = [run_case(q, fn, c) for c in q.cases(torch.device("cpu"))]
+    assert judge(q, cases, outputs).passed, "the attack should be a working answer"
+    guard = Guard(q.forbidden, harness=(run_case,))
+    for c in q.cases(torch.device("cpu")):
+        guard.start(trusted=(q.call, c.args, c.kwargs))
+        try:
+            run_case(q, fn, c)
+        finally:
+            guard.stop()
+    assert guard.ran, f"{route} ran the library's implementation unseen"
+    assert not guard.tampered
+
+
+@pytest.fixture(scope="module")
+def route_reports(tmp_path_factory):
+    """One notebook per question and route, graded several at a time."""
+    folder = tmp_path_factory.mktemp("routes")
+    paths = {(qid, route): _notebook(folder, f"{qid}-{route}", TARGETS[qid][0], {qid: _attack_code(qid, route)})
+             for qid, route in CASES}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        reports = pool.map(lambda k: grade_notebook(paths[k], timeout=TIMEOUT), paths)
+        return dict(zip(paths, reports))
+
+
+@pytest.mark.parametrize("qid,route", CASES, ids=[f"{q}-{r}" for q, r in CASES])
+def test_each_route_scores_zero_when_graded(qid, route, route_reports):
+    rep = route_reports[(qid, route)]
+    result = next(r for r in rep.results if r.id == qid)
+    assert result.points == 0, result
+    assert "write the algorithm yourself" in result.message, result.message
+    # the other questions of the notebook (solutions) keep their points
+    others = [r for r in rep.results if r.id != qid]
+    assert all(r.passed for r in others), [r.to_dict() for r in others if not r.passed]
+
+
+# ---------------------------------------------------------------------------
+# The grader's references as answers, in every chapter (driven from the registry)
+
+REFERENCE_ANSWER = """
+def {fn}(*args, **kwargs):
+    from book.grading.questions import get_question
+    return get_question({qid!r}).reference(*args, **kwargs)
+"""
+
+REFERENCE_PRECOMPUTED = """
+import copy, torch
+from book.grading.questions import get_question as _get
+_q = _get({qid!r})
+_answers = [_q.reference(*copy.deepcopy(c.args), **copy.deepcopy(c.kwargs)) for c in _q.cases(torch.device('cpu'))]
+_calls = iter(_answers)
+def {fn}(*args, **kwargs):
+    return next(_calls)
+"""
+
+
+@pytest.fixture(scope="module")
+def reference_reports(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("references")
+    paths = {}
+    for chapter in chapters():
+        qs = questions_for(chapter)
+        paths[(chapter, "called")] = _notebook(
+            folder, "called", chapter, {q.id: REFERENCE_ANSWER.format(fn=q.function, qid=q.id) for q in qs})
+        first = qs[0]
+        paths[(chapter, "precomputed")] = _notebook(
+            folder, "precomputed", chapter, {first.id: REFERENCE_PRECOMPUTED.format(fn=first.function, qid=first.id)})
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        reports = pool.map(lambda k: grade_notebook(paths[k], timeout=TIMEOUT), paths)
+        return dict(zip(paths, reports))
+
+
+@pytest.mark.parametrize("chapter", chapters())
+def test_the_graders_references_as_answers_score_zero(chapter, reference_reports):
+    rep = reference_reports[(chapter, "called")]
+    assert rep.score == 0, rep.to_dict()
+    for r in rep.results:
+        assert "book.grading" in r.message, r.message
+
+
+@pytest.mark.parametrize("chapter", chapters())
+def test_references_computed_while_the_cells_run_score_zero(chapter, reference_reports):
+    rep = reference_reports[(chapter, "precomputed")]
+    assert rep.score == 0, rep.to_dict()
+
+
+# ---------------------------------------------------------------------------
+# Forged streams and tampering
+
+FORGED = """
+import json, os, torch
+from book.grading.core import encode
+from book.grading.questions import questions_for
+_events = [{"event": "started"}, {"event": "ready", "names": []}]
+for _q in questions_for("05_adaptive"):
+    _outs = [encode(_q.reference(*c.args, **c.kwargs)) for c in _q.cases(torch.device("cpu"))]
+    _events += [{"event": "start", "id": _q.id},
+                {"event": "result", "id": _q.id, "outputs": _outs, "errors": [None] * len(_outs)}]
+_events.append({"event": "done"})
+_text = "".join(json.dumps(e) + "\\n" for e in _events).encode()
+for _fd in range(3, 12):
+    try:
+        os.write(_fd, _text)
+    except OSError:
+        pass
+os._exit(0)
+"""
+
+FORGED_THROUGH_PROC = FORGED.replace(
+    "        os.write(_fd, _text)",
+    "        with open(f'/proc/self/fd/{_fd}', 'wb') as _f:\n            _f.write(_text)")
+
+TAMPER = {
+    "unset_the_hook": """import torch, sys
+def adagrad_step(param, grad, state_sum, step, lr=0.01, lr_decay=0.0, weight_decay=0.0, eps=1e-10):
+    getattr(sys, 'set' + 'profile')(None)
+    A = getattr(getattr(torch, 'op' + 'tim'), 'Ada' + 'grad')
+    p = param.detach().clone().requires_grad_(True)
+    opt = A([p], lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps)
+    opt.state[p]["sum"] = state_sum.detach().clone()
+    opt.state[p]["step"] = torch.tensor(float(step - 1))
+    p.grad = grad.detach().clone()
+    opt.step()
+    return p.detach(), opt.state[p]["sum"]
+""",
+    "replace_the_switch": """import torch
+import book.grading.guard as _g
+_g._setprofile = lambda hook: None
+_g._getprofile = lambda: None
+""" + ADAGRAD.format(top="", expr="getattr(getattr(torch, 'op' + 'tim'), 'Ada' + 'grad')"),
+    "read_the_token_from_the_harness": """import sys
+def adagrad_step(param, grad, state_sum, step, lr=0.01, lr_decay=0.0, weight_decay=0.0, eps=1e-10):
+    frame = sys._getframe(1)
+    while frame is not None and "token" not in frame.f_locals:
+        frame = frame.f_back
+    return param, state_sum
+""",
+    "close_the_reply_channel": """import os
+def adagrad_step(param, grad, state_sum, step, lr=0.01, lr_decay=0.0, weight_decay=0.0, eps=1e-10):
+    for fd in range(3, 12):
+        try:
+            getattr(os, 'cl' + 'ose')(fd)
+        except OSError:
+            pass
+    return param, state_sum
+""",
+    "rebind_the_graders_helpers": """import book.grading.core as _core
+_core.compare = lambda *a, **k: None
+""" + ADAGRAD.format(top="", expr="getattr(getattr(torch, 'op' + 'tim'), 'Ada' + 'grad')"),
+    "exit_after_forging": """import os
+def adagrad_step(param, grad, state_sum, step, lr=0.01, lr_decay=0.0, weight_decay=0.0, eps=1e-10):
+    os._exit(0)
+""",
+}
+
+TAMPER_BN = """import torch
+def bn_train_forward(x, running_mean, running_var, weight, bias, momentum=0.1, eps=1e-5):
+    import torch.utils._python_dispatch as pd
+    getattr(pd, '_pop_' + 'mode')()
+    F = getattr(torch, 'batch' + '_norm')
+    rm, rv = running_mean.clone(), running_var.clone()
+    y = F(x, weight, bias, rm, rv, True, momentum, eps, False)
+    return y, rm, rv
+"""
+
+
+@pytest.fixture(scope="module")
+def tamper_reports(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tamper")
+    paths = {"forged_stream": _notebook(folder, "forged", "05_adaptive", {
+                 q.id: (FORGED if i == 0 else f"def {q.function}(*a, **k):\n    raise NotImplementedError()\n")
+                 for i, q in enumerate(questions_for("05_adaptive"))}),
+             "forged_stream_through_proc": _notebook(folder, "forged-proc", "05_adaptive", {
+                 q.id: (FORGED_THROUGH_PROC if i == 0 else f"def {q.function}(*a, **k):\n    raise NotImplementedError()\n")
+                 for i, q in enumerate(questions_for("05_adaptive"))}),
+             "pop_the_operator_mode": _notebook(folder, "pop", "09_batch_norm", {"bn_train_forward": TAMPER_BN})}
+    for name, code in TAMPER.items():
+        paths[name] = _notebook(folder, name, "05_adaptive", {"adagrad_step": code})
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        reports = pool.map(lambda k: grade_notebook(paths[k], timeout=TIMEOUT), paths)
+        return dict(zip(paths, reports))
+
+
+@pytest.mark.parametrize("name", ["forged_stream", "forged_stream_through_proc"])
+def test_a_forged_stream_scores_zero(name, tamper_reports):
+    rep = tamper_reports[name]
+    assert rep.score == 0, rep.to_dict()
+
+
+@pytest.mark.parametrize("name", list(TAMPER) + ["pop_the_operator_mode"])
+def test_tampering_with_the_check_scores_zero_and_says_so(name, tamper_reports):
+    rep = tamper_reports[name]
+    qid = "bn_train_forward" if name == "pop_the_operator_mode" else "adagrad_step"
+    result = next(r for r in rep.results if r.id == qid)
+    assert result.points == 0, result
+    assert "tampered with the grader's check" in result.message, result.message
+    if name in ("replace_the_switch", "rebind_the_graders_helpers"):  # done while the cells ran: every question was unwatched
+        assert rep.score == 0 and all("tampered" in r.message for r in rep.results), rep.to_dict()
+    else:  # the honest answers in the same notebook keep their points
+        assert all(r.passed for r in rep.results if r.id != qid), rep.to_dict()
+
+
+def test_events_without_the_requests_token_are_ignored(monkeypatch):
+    """The exchange itself: a child that answers before it is asked is not believed."""
+    import book.grading.runner as runner
+
+    fake = ("import json, sys\n"
+            "sys.stdin.readline()\n"
+            "for e in [{'event': 'started'}, {'event': 'ready'}, {'event': 'start', 'id': 'adagrad_step'},\n"
+            "          {'event': 'result', 'id': 'adagrad_step', 'outputs': [], 'errors': []}, {'event': 'done'}]:\n"
+            "    print(json.dumps(e), flush=True)\n"
+            "sys.stdin.readline()\n")
+    monkeypatch.setattr(runner, "STARTUP_S", 5.0)
+    real = runner.subprocess.Popen
+
+    def popen(cmd, **kw):
+        return real([cmd[0], "-c", fake], **kw)
+
+    monkeypatch.setattr(runner.subprocess, "Popen", popen)
+    events = runner.run_answers(["pass"], ["adagrad_step"], timeout=1.0, memory_mb=1024)
+    assert events["adagrad_step"]["status"] != "result", events
+
+
+THREADED = ADAGRAD.replace("    A = {expr}\n", "").replace(
+    "    opt.step()\n",
+    "    t = threading.Thread(target=opt.step)\n    t.start()\n    t.join()\n").replace(
+    "    opt = A(", "    opt = {expr}(").replace("import torch,", "import threading, torch,")
+
+
+def test_a_forbidden_implementation_run_in_a_thread_is_seen():
+    q = get_question("adagrad_step")
+    code = THREADED.format(top="", expr="getattr(getattr(torch, 'op' + 'tim'), 'Ada' + 'grad')")
+    fn = _namespace(code)[q.function]
+    guard = Guard(q.forbidden, harness=(run_case,))
+    for c in q.cases(torch.device("cpu"))[:2]:
+        guard.start(trusted=(q.call, c.args, c.kwargs))
+        try:
+            run_case(q, fn, c)
+        finally:
+            guard.stop()
+    assert "torch.optim" in guard.ran
+
+
+# ---------------------------------------------------------------------------
+# Every question's forbidden names are live for the run-time check (driven from the
+# registry, so chapters added later are covered too)
+
+def _python_callables(name: str):
+    from book.grading.guard import _resolve
+
+    obj = _resolve(name)
+    if obj is None:
+        return []
+    if isinstance(obj, type(torch)):
+        return [v for v in vars(obj).values() if callable(v) and getattr(v, "__module__", "") == obj.__name__][:5]
+    return [obj]
+
+
+QUESTIONS = [q for c in chapters() for q in questions_for(c)]
+
+
+@pytest.mark.parametrize("q", QUESTIONS, ids=[q.id for q in QUESTIONS])
+def test_every_forbidden_name_is_watched_at_run_time(q):
+    """Each forbidden name that names Python code (a module's functions, a function, a
+    class) is recognised by the check, and so are the grader's own questions."""
+    import types
+
+    from book.grading.guard import _codes
+
+    guard = Guard(q.forbidden)
+    for name in q.forbidden:
+        if name.startswith("book.grading"):
+            continue  # the grader's package is watched through its questions (below)
+        for obj in _python_callables(name):
+            if isinstance(obj, (types.BuiltinFunctionType, types.BuiltinMethodType)):
+                assert id(obj) in guard.builtins or any(n == name for _, n in guard.builtins.values()), name
+                continue
+            codes: set = set()
+            _codes(obj, codes)
+            if codes:
+                assert any(guard._classify(c) for c in codes), f"{name}: {obj!r} is not watched"
+    assert guard._classify(q.reference.__code__) if hasattr(q.reference, "__code__") else True
+    assert guard._classify(q.cases.__code__)
