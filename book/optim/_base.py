@@ -98,3 +98,24 @@ class ListOptimizer(Optimizer):
                 continue
             self._step_impl(group)(*lists, **{name: group[name] for name in self.HYPERPARAMETERS})
         return loss
+
+    def _gather(self, group: dict, keys: tuple[str, ...], new_state: Callable[[Tensor], dict]) -> tuple[list, ...]:
+        """``params, grads`` and one list per state entry in ``keys``, for the group's parameters that have a
+        gradient; a parameter's state is ``new_state(p)`` the first time it steps (the usual ``_init_group``)."""
+        params, grads, lists = [], [], [[] for _ in keys]
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            params.append(p)
+            grads.append(dense_grad(p, type(self).__name__))
+            state = self.state[p]
+            if len(state) == 0:
+                state.update(new_state(p))
+            for values, key in zip(lists, keys):
+                values.append(state[key])
+        return (params, grads, *lists)
+
+
+def zeros(p: Tensor) -> Tensor:
+    """A zero buffer shaped, typed and laid out like ``p``: a fresh moment estimate."""
+    return torch.zeros_like(p, memory_format=torch.preserve_format)

@@ -9,7 +9,7 @@ import torch
 from book import checks
 from book.optim import compiled as _compiled
 from book.optim import functional as F
-from book.optim._base import ListOptimizer, dense_grad, single_tensor_loop, step_counter, use_foreach
+from book.optim._base import ListOptimizer, single_tensor_loop, step_counter, use_foreach, zeros
 
 __all__ = ["Adam", "AdamW"]
 
@@ -145,25 +145,11 @@ class Adam(ListOptimizer):
 
     def _init_group(self, group: dict) -> tuple[list, ...]:
         """The group's parameters that have a gradient, with their gradients and state (created at the first step)."""
-        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps = [], [], [], [], [], []
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            params.append(p)
-            grads.append(dense_grad(p, type(self).__name__))
-            state = self.state[p]
-            if len(state) == 0:
-                state["step"] = step_counter()
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                if group["amsgrad"]:
-                    state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            exp_avgs.append(state["exp_avg"])
-            exp_avg_sqs.append(state["exp_avg_sq"])
-            if group["amsgrad"]:
-                max_exp_avg_sqs.append(state["max_exp_avg_sq"])
-            steps.append(state["step"])
-        return params, grads, exp_avgs, exp_avg_sqs, (max_exp_avg_sqs if group["amsgrad"] else None), steps
+        amsgrad = group["amsgrad"]
+        keys = ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if amsgrad else ()) + ("step",)
+        lists = self._gather(group, keys, lambda p: dict(step=step_counter(), exp_avg=zeros(p), exp_avg_sq=zeros(p),
+                                                          **({"max_exp_avg_sq": zeros(p)} if amsgrad else {})))
+        return lists if amsgrad else (*lists[:4], None, lists[4])  # the kernels take max_exp_avg_sqs=None
 
     HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize",
                        "decoupled_weight_decay")

@@ -8,7 +8,7 @@ import torch
 
 from book import checks
 from book.optim import functional as F
-from book.optim._base import ListOptimizer, dense_grad, single_tensor_loop, step_counter, use_foreach
+from book.optim._base import ListOptimizer, single_tensor_loop, step_counter, use_foreach, zeros
 
 __all__ = ["Adamax"]
 
@@ -127,21 +127,8 @@ class Adamax(ListOptimizer):
 
     def _init_group(self, group: dict) -> tuple[list, ...]:
         """The group's parameters that have a gradient, with their gradients and state (created at the first step)."""
-        params, grads, exp_avgs, exp_infs, steps = [], [], [], [], []
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            params.append(p)
-            grads.append(dense_grad(p, type(self).__name__))
-            state = self.state[p]
-            if len(state) == 0:
-                state["step"] = step_counter()
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_inf"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            exp_avgs.append(state["exp_avg"])
-            exp_infs.append(state["exp_inf"])
-            steps.append(state["step"])
-        return params, grads, exp_avgs, exp_infs, steps
+        return self._gather(group, ("exp_avg", "exp_inf", "step"),
+                            lambda p: dict(step=step_counter(), exp_avg=zeros(p), exp_inf=zeros(p)))
 
     HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "maximize")
 

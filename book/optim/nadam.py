@@ -8,7 +8,7 @@ import torch
 
 from book import checks
 from book.optim import functional as F
-from book.optim._base import ListOptimizer, dense_grad, single_tensor_loop, step_counter, use_foreach
+from book.optim._base import ListOptimizer, single_tensor_loop, step_counter, use_foreach, zeros
 
 __all__ = ["NAdam"]
 
@@ -173,23 +173,10 @@ class NAdam(ListOptimizer):
 
     def _init_group(self, group: dict) -> tuple[list, ...]:
         """The group's parameters that have a gradient, with their gradients and state (created at the first step)."""
-        params, grads, exp_avgs, exp_avg_sqs, mu_products, steps = [], [], [], [], [], []
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            params.append(p)
-            grads.append(dense_grad(p, type(self).__name__))
-            state = self.state[p]
-            if len(state) == 0:
-                state["step"] = step_counter()
-                state["mu_product"] = step_counter().fill_(1.0)  # the empty product, kept like the step counter
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            exp_avgs.append(state["exp_avg"])
-            exp_avg_sqs.append(state["exp_avg_sq"])
-            mu_products.append(state["mu_product"])
-            steps.append(state["step"])
-        return params, grads, exp_avgs, exp_avg_sqs, mu_products, steps
+        return self._gather(group, ("exp_avg", "exp_avg_sq", "mu_product", "step"),
+                            lambda p: dict(step=step_counter(),
+                                           mu_product=step_counter().fill_(1.0),  # the empty product, kept like the step
+                                           exp_avg=zeros(p), exp_avg_sq=zeros(p)))
 
     HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "momentum_decay", "maximize", "decoupled_weight_decay")
 
