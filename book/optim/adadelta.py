@@ -8,7 +8,7 @@ import torch
 
 from book import checks
 from book.optim import functional as F
-from book.optim._base import ListOptimizer, dense_grad, single_tensor_loop, step_counter, use_foreach
+from book.optim._base import ListOptimizer, single_tensor_loop, step_counter, use_foreach, zeros
 
 __all__ = ["Adadelta"]
 
@@ -106,21 +106,8 @@ class Adadelta(ListOptimizer):
 
     def _init_group(self, group: dict) -> tuple[list, ...]:
         """The group's parameters that have a gradient, with their gradients and state (created at the first step)."""
-        params, grads, square_avgs, acc_deltas, steps = [], [], [], [], []
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            params.append(p)
-            grads.append(dense_grad(p, type(self).__name__))
-            state = self.state[p]
-            if len(state) == 0:
-                state["step"] = step_counter()
-                state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["acc_delta"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            square_avgs.append(state["square_avg"])
-            acc_deltas.append(state["acc_delta"])
-            steps.append(state["step"])
-        return params, grads, square_avgs, acc_deltas, steps
+        return self._gather(group, ("square_avg", "acc_delta", "step"),
+                            lambda p: dict(step=step_counter(), square_avg=zeros(p), acc_delta=zeros(p)))
 
     HYPERPARAMETERS = ("lr", "rho", "eps", "weight_decay", "maximize")
 

@@ -8,7 +8,7 @@ import torch
 
 from book import checks
 from book.optim import functional as F
-from book.optim._base import ListOptimizer, dense_grad, single_tensor_loop, step_counter, use_foreach
+from book.optim._base import ListOptimizer, single_tensor_loop, step_counter, use_foreach, zeros
 
 __all__ = ["RMSprop"]
 
@@ -131,34 +131,16 @@ class RMSprop(ListOptimizer):
 
     def _init_group(self, group: dict) -> tuple[list | None, ...]:
         """The group's parameters that have a gradient, with their gradients and state (created at the first step)."""
-        params, grads, square_avgs, grad_avgs, momentum_buffers, steps = [], [], [], [], [], []
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            params.append(p)
-            grads.append(dense_grad(p, type(self).__name__))
-            state = self.state[p]
-            if len(state) == 0:
-                state["step"] = step_counter()
-                state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                if group["momentum"] > 0:
-                    state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                if group["centered"]:
-                    state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            square_avgs.append(state["square_avg"])
-            steps.append(state["step"])
-            if group["momentum"] > 0:
-                momentum_buffers.append(state["momentum_buffer"])
-            if group["centered"]:
-                grad_avgs.append(state["grad_avg"])
-        return (
-            params,
-            grads,
-            square_avgs,
-            grad_avgs if group["centered"] else None,
-            momentum_buffers if group["momentum"] > 0 else None,
-            steps,
-        )
+        momentum, centered = group["momentum"] > 0, group["centered"]
+        keys = ("square_avg",) + (("grad_avg",) if centered else ()) + (("momentum_buffer",) if momentum else ())
+        params, grads, *lists, steps = self._gather(
+            group, keys + ("step",),
+            lambda p: dict(step=step_counter(), square_avg=zeros(p), **({"momentum_buffer": zeros(p)} if momentum else {}),
+                           **({"grad_avg": zeros(p)} if centered else {})))
+        square_avgs = lists.pop(0)
+        grad_avgs = lists.pop(0) if centered else None
+        momentum_buffers = lists.pop(0) if momentum else None
+        return params, grads, square_avgs, grad_avgs, momentum_buffers, steps
 
     HYPERPARAMETERS = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize")
 
