@@ -182,6 +182,19 @@ saddle = Landscape(
 """The simplest saddle: a minimum along x, a maximum along y, unbounded below."""
 
 
+class QuadraticForm:
+    r""":math:`x \mapsto \tfrac12 x^\top A x - b^\top x` on ``(..., d)`` points, with ``A`` and ``b``
+    moved to the input's device and dtype at each call (the function of :func:`quadratic`; a
+    class rather than a closure, so that a landscape can be pickled)."""
+
+    def __init__(self, A: Tensor, b: Tensor):
+        self.A, self.b = A, b
+
+    def __call__(self, x: Tensor) -> Tensor:
+        Ax = self.A.to(x) @ x.unsqueeze(-1)  # (..., d, 1)
+        return 0.5 * (x.unsqueeze(-2) @ Ax).squeeze(-1).squeeze(-1) - x @ self.b.to(x)
+
+
 def quadratic(A, b=None, name: str = "Quadratic") -> Landscape:
     r"""The quadratic :math:`f(x) = \tfrac12 x^\top A x - b^\top x` in any dimension.
 
@@ -217,10 +230,7 @@ def quadratic(A, b=None, name: str = "Quadratic") -> Landscape:
     if b.shape != (d,):
         raise ValueError(f"b must have shape ({d},) to match A, got {tuple(b.shape)}")
 
-    def fn(x: Tensor) -> Tensor:
-        Ax = A.to(x) @ x.unsqueeze(-1)  # (..., d, 1)
-        return 0.5 * (x.unsqueeze(-2) @ Ax).squeeze(-1).squeeze(-1) - x @ b.to(x)
-
+    fn = QuadraticForm(A, b)
     eig = torch.linalg.eigvalsh(A)
     minima: tuple[tuple[float, ...], ...] = ()
     min_value = None

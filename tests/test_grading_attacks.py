@@ -371,7 +371,9 @@ def test_events_without_the_requests_token_are_ignored(monkeypatch):
         return real([cmd[0], "-c", fake], **kw)
 
     monkeypatch.setattr(runner.subprocess, "Popen", popen)
-    events = runner.run_answers(["pass"], ["adagrad_step"], timeout=1.0, memory_mb=1024)
+    q = get_question("adagrad_step")
+    events = runner.run_answers(["pass"], [q], {q.id: list(q.cases(torch.device("cpu")))}, timeout=1.0,
+                                memory_mb=1024)
     assert events["adagrad_step"]["status"] != "result", events
 
 
@@ -435,3 +437,74 @@ def test_every_forbidden_name_is_watched_at_run_time(q):
                 assert any(guard._classify(c) for c in codes), f"{name}: {obj!r} is not watched"
     assert guard._classify(q.reference.__code__) if hasattr(q.reference, "__code__") else True
     assert guard._classify(q.cases.__code__)
+
+
+# ---------------------------------------------------------------------------
+# The child gets each question's inputs with the request and never imports the questions
+
+
+def test_the_child_never_imports_the_grader_questions():
+    """An answer that lists the grader's modules loaded in its process sees the harness, and
+    no question module: the references, mistakes and case generators are not there to reach."""
+    import book.grading.runner as runner
+    from book.grading.core import decode
+
+    q = get_question("quadratic_gradient")
+    code = (f"def {q.function}(*args, **kwargs):\n    import sys\n"
+            "    return ','.join(sorted(m for m in sys.modules if m.startswith('book.grading')))\n")
+    cases = list(q.cases(torch.device("cpu")))
+    events = runner.run_answers([code], [q], {q.id: cases}, timeout=TIMEOUT, memory_mb=2048)
+    ev = events[q.id]
+    assert ev["status"] == "result", ev
+    loaded = decode(ev["outputs"][0]).split(",")
+    assert "book.grading.harness" in loaded and "book.grading.guard" in loaded, loaded
+    assert not [m for m in loaded if m.startswith("book.grading.questions")], loaded
+
+
+@pytest.mark.parametrize("q", QUESTIONS, ids=[q.id for q in QUESTIONS])
+def test_every_case_reaches_the_child_intact(q):
+    """Every question (driven from the registry) can be run without its module: its ``call`` is
+    one of the harness's, and its cases survive the trip to the child bit for bit (the reference
+    gives exactly the same outputs on the rebuilt inputs)."""
+    from book.grading.core import compare
+    from book.grading.harness import CALLS, call_name, pack, unpack
+
+    name = call_name(q.call)
+    assert name is None or CALLS[name] is q.call
+    cases = list(q.cases(torch.device("cpu")))
+    rebuilt = unpack(pack([(c.args, c.kwargs) for c in cases]))
+    assert len(rebuilt) == len(cases)
+    for case, (args, kwargs) in zip(cases, rebuilt):
+        want = run_case(q, q.reference, copy.deepcopy(case))
+        got = run_case(q, q.reference, type(case)(case.label, args, kwargs))
+        assert compare(got, want, 0.0, 0.0) is None, (case.label, compare(got, want, 0.0, 0.0))
+
+
+def test_the_child_refuses_inputs_that_would_need_a_question_module():
+    import base64
+    import pickle
+
+    from book.grading.harness import unpack
+
+    text = base64.b64encode(pickle.dumps(get_question("adagrad_step").reference)).decode()
+    with pytest.raises(pickle.UnpicklingError, match="book.grading.questions"):
+        unpack(text)
+
+
+def test_an_answer_that_calls_the_graders_harness_is_seen():
+    """The harness's helpers run as the grader's code only when the grader calls them."""
+    fn = _namespace("import importlib\n"
+                    "def f(x):\n"
+                    "    h = importlib.import_module('book.grading.' + 'harness')\n"
+                    "    return h.singular_values(x)\n")["f"]
+
+    def grader():  # stands for the grader's harness, as run_case does in the other tests
+        return fn(torch.eye(3))
+
+    guard = Guard(())
+    guard.start(trusted=(grader,))
+    try:
+        grader()
+    finally:
+        guard.stop()
+    assert any("harness" in r for r in guard.ran), guard.ran

@@ -2,15 +2,20 @@
 
 Protocol: the grader writes one JSON job line to our stdin::
 
-    {"cells": [source, ...], "questions": [id, ...], "timeout": seconds, "memory_mb": MB}
+    {"cells": [source, ...], "timeout": seconds, "memory_mb": MB,
+     "questions": [{"id": ..., "function": ..., "forbidden": [...], "operators": [...]}, ...]}
 
 then, once we report ``ready``, one request line per question, when it wants that answer::
 
-    {"request": "run", "id": question_id, "token": fresh_random_hex}
+    {"request": "run", "id": question_id, "token": fresh_random_hex,
+     "cases": book.grading.harness.pack([(args, kwargs), ...]), "call": name or null}
 
-and we reply with events carrying that token (the grader ignores any other). While a
-question's cases run, :mod:`book.grading.guard` records which forbidden implementations
-executed and any tampering with the check; we report both, the grader judges.
+and we reply with events carrying that token (the grader ignores any other). The test
+inputs come with the request: this process never imports the grader's questions, so their
+references, known mistakes and case generators are not here for an answer to reach (one
+that imports them is caught running them). While a question's cases run,
+:mod:`book.grading.guard` records which forbidden implementations executed and any
+tampering with the check; we report both, the grader judges.
 
 We keep a private copy of stdout for our replies, send everything the student's code
 prints to /dev/null, cap our own memory, execute the answer cells in order, then call
@@ -76,6 +81,24 @@ def _changed(snapshot: list) -> list[str]:
     return sorted(changed)[:5]
 
 
+class _Unwatched:
+    """A guard that watches nothing (see ``watch`` in the job)."""
+
+    def __init__(self):
+        self.ran, self.tampered = set(), []
+
+    def start(self, trusted=(), report=None):
+        pass
+
+    def stop(self):
+        pass
+
+
+def _run(call, fn, args, kwargs):
+    """What the grader compares for one case (see ``Question.call``)."""
+    return fn(*args, **kwargs) if call is None else call(fn, *args, **kwargs)
+
+
 def main() -> None:
     requests = os.fdopen(os.dup(0), "r")
     job = json.loads(requests.readline())
@@ -101,21 +124,26 @@ def main() -> None:
     import torch
 
     import book.grading  # noqa: F401 - imported here, so that answer cells importing it run none of its code
-    from book.grading.core import encode, run_case
+    from book.grading.core import encode
     from book.grading.guard import Guard
-    from book.grading.questions import all_questions
+    from book.grading.harness import CALLS, unpack
 
     torch.set_num_threads(1)
     timeout = max(1, int(round(float(job.get("timeout", 10)))))
     signal.signal(signal.SIGALRM, _alarm)
 
     # Everything the check needs is resolved before any answer code runs.
-    questions = {q.id: q for q in all_questions() if q.id in set(job["questions"])}
+    questions = {q["id"]: q for q in job["questions"]}
+    calls = dict(CALLS)  # resolved now: an answer that edits the registry later changes nothing
     channel = (reply, reply.buffer, getattr(reply.buffer, "raw", None), requests)
-    harness = (main, run_case, encode, _describe, _alarm)
-    guards = {qid: Guard(q.forbidden, getattr(q, "operators", None), harness=harness, reply=channel)
-              for qid, q in questions.items()}
-    cell_guard = Guard((), harness=harness, reply=channel)
+    harness = (main, _run, encode, unpack, _describe, _alarm)
+    if job.get("watch", True):
+        guards = {qid: Guard(q.get("forbidden") or (), q.get("operators") or None, harness=harness, reply=channel)
+                  for qid, q in questions.items()}
+        cell_guard = Guard((), harness=harness, reply=channel)
+    else:  # only for measuring what the check costs (benchmarks/grading_time.py): the grader always watches
+        guards = {qid: _Unwatched() for qid in questions}
+        cell_guard = _Unwatched()
 
     def cell_tamper(g):
         send(event="tamper", tampered=list(g.tampered))
@@ -154,22 +182,23 @@ def main() -> None:
             break
         qid, token = req["id"], req["token"]
         question, guard = questions[qid], guards[qid]
-        fn = namespace.get(question.function)
+        fn = namespace.get(question["function"])
         if not callable(fn):
             send(event="result", id=qid, token=token, missing=True)
             continue
         outputs, errors = [], []
-        cases = list(question.cases(torch.device("cpu")))
+        call = calls[req["call"]] if req.get("call") else None
+        cases = unpack(req["cases"])
 
         def report(g, qid=qid, token=token):
             send(event="tamper", id=qid, token=token, tampered=list(g.tampered))
 
         signal.alarm(timeout)
         try:
-            for case in cases:
-                guard.start(trusted=(question.call, case.args, case.kwargs), report=report)
+            for args, kwargs in cases:
+                guard.start(trusted=(call, args, kwargs), report=report)
                 try:
-                    value = run_case(question, fn, case)
+                    value = _run(call, fn, args, kwargs)
                 except _Timeout:
                     raise
                 except BaseException as exc:  # noqa: BLE001

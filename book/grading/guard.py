@@ -53,6 +53,9 @@ QUESTIONS_DIR = os.path.join(GRADER_DIR, "questions")
 # What an answer may never run, whatever the question: the grader's questions (their
 # references, known mistakes and case generators).
 ALWAYS = ("book.grading.questions",)
+# The grader's harness (book.grading.harness): the objects it hands an answer and the ``call``
+# wrappers run as the grader's code; an answer that calls into it directly is using the grader.
+HARNESS_FILE = os.path.join(GRADER_DIR, "harness.py")
 
 # Native operators behind forbidden Python names (the dispatch mode sees these).
 _BN = ("native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
@@ -256,6 +259,7 @@ class Guard:
             _codes(obj, codes)
             for c in codes:
                 self.code_labels.setdefault(c, label)
+        self.regions.append((HARNESS_FILE, "the grader's own harness (book.grading.harness)"))
         self.regions.sort(key=lambda r: -len(r[0]))
         self.harness: set = set()
         for h in harness:

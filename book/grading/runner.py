@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from book.grading.core import Question, Result, decode, judge
+from book.grading.core import Case, Question, Result, decode, judge
+from book.grading.harness import call_name, pack
 from book.grading.questions import chapters, questions_for
 from book.grading.static import forbidden_message, forbidden_uses
 
@@ -154,13 +155,21 @@ def _reader(stream, q: queue.Queue) -> None:
             q.put(event)
 
 
-def run_answers(sources: list[str], qids: list[str], timeout: float, memory_mb: int) -> dict[str, dict]:
+def run_answers(sources: list[str], questions: list[Question], cases: dict[str, list[Case]], timeout: float,
+                memory_mb: int, watch: bool = True) -> dict[str, dict]:
     """Run the answer cells once per surviving child and collect each question's event.
 
-    Returns ``{qid: {"status": "result"|"missing"|"timeout"|"crash"|"cell", ...}}``.
+    ``cases[qid]`` are the inputs the child receives for question ``qid``, with the request for
+    that answer (it never makes them itself). Returns
+    ``{qid: {"status": "result"|"missing"|"timeout"|"crash"|"cell", ...}}``. ``watch=False``
+    switches the run-time check off, only to measure what it costs.
     """
     events: dict[str, dict] = {}
-    remaining = list(qids)
+    by_id = {q.id: q for q in questions}
+    specs = {q.id: {"id": q.id, "function": q.function, "forbidden": list(q.forbidden),
+                    "operators": list(getattr(q, "operators", ()) or ())} for q in questions}
+    packed = {q.id: pack([(c.args, c.kwargs) for c in cases[q.id]]) for q in questions}
+    remaining = [q.id for q in questions]
     while remaining:
         with tempfile.TemporaryDirectory(prefix="book-grade-") as cwd:
             proc = subprocess.Popen(
@@ -173,15 +182,16 @@ def run_answers(sources: list[str], qids: list[str], timeout: float, memory_mb: 
             def request(qid: str) -> str:
                 token = secrets.token_hex(16)
                 try:
-                    proc.stdin.write(json.dumps({"request": "run", "id": qid, "token": token}) + "\n")
+                    proc.stdin.write(json.dumps({"request": "run", "id": qid, "token": token, "cases": packed[qid],
+                                                 "call": call_name(by_id[qid].call)}) + "\n")
                     proc.stdin.flush()
                 except (BrokenPipeError, OSError, ValueError):
                     pass
                 return token
 
             try:
-                proc.stdin.write(json.dumps({"cells": sources, "questions": remaining,
-                                             "timeout": timeout, "memory_mb": memory_mb}) + "\n")
+                proc.stdin.write(json.dumps({"cells": sources, "questions": [specs[r] for r in remaining],
+                                             "timeout": timeout, "memory_mb": memory_mb, "watch": bool(watch)}) + "\n")
                 proc.stdin.flush()
             except BrokenPipeError:
                 pass
@@ -268,7 +278,7 @@ def _kill(proc: subprocess.Popen) -> None:
 # Verdicts
 
 
-def _verdict(question: Question, event: dict, sources: list[str]) -> Result:
+def _verdict(question: Question, event: dict, cases: list[Case]) -> Result:
     status = event.get("status")
     zero = lambda msg: Result(question.id, 0, question.points, False, msg)  # noqa: E731
     if status == "missing":
@@ -286,7 +296,6 @@ def _verdict(question: Question, event: dict, sources: list[str]) -> Result:
         if not isinstance(ran, list):
             return zero("the grading process sent back a malformed result")
         return zero(forbidden_message([str(r)[:200] for r in ran[:10]]))
-    cases = list(question.cases(torch.device("cpu")))
     raw_out, raw_err = event.get("outputs"), event.get("errors")
     if not isinstance(raw_out, list) or not isinstance(raw_err, list) or len(raw_out) != len(cases) or len(raw_err) != len(cases):
         return zero("the grading process sent back a malformed result")
@@ -305,9 +314,10 @@ def _verdict(question: Question, event: dict, sources: list[str]) -> Result:
     return judge(question, cases, outputs, errors)
 
 
-def grade_notebook(path, timeout: float = 10.0, memory_mb: int = 3072) -> NotebookReport:
+def grade_notebook(path, timeout: float = 10.0, memory_mb: int = 3072, watch: bool = True) -> NotebookReport:
     """Grade one submitted notebook. Never raises for a bad submission: the report
-    carries the message and zero for the affected questions."""
+    carries the message and zero for the affected questions. (``watch=False`` switches off
+    the run-time check of what the answers run; it exists only to measure the check's cost.)"""
     path = Path(path)
     start = time.perf_counter()
     try:
@@ -335,11 +345,11 @@ def grade_notebook(path, timeout: float = 10.0, memory_mb: int = 3072) -> Notebo
         if bad:
             verdicts[q.id] = Result(q.id, 0, q.points, False, forbidden_message(bad, dynamic=True))
         else:
-            to_run.append(q.id)
-    events = run_answers(sources, to_run, timeout, memory_mb) if to_run else {}
-    for q in questions:
-        if q.id not in verdicts:
-            verdicts[q.id] = _verdict(q, events.get(q.id, {"status": "crash", "message": "no result"}), sources)
+            to_run.append(q)
+    cases = {q.id: list(q.cases(torch.device("cpu"))) for q in to_run}
+    events = run_answers(sources, to_run, cases, timeout, memory_mb, watch) if to_run else {}
+    for q in to_run:
+        verdicts[q.id] = _verdict(q, events.get(q.id, {"status": "crash", "message": "no result"}), cases[q.id])
     report.results = [verdicts[q.id] for q in questions]
     report.seconds = time.perf_counter() - start
     return report

@@ -51,6 +51,7 @@ from __future__ import annotations
 import torch
 
 from book.grading.core import Case, Mistake, Question
+from book.grading.harness import Loss, adafactor_call, lion_call, newton_schulz_call, sam_call
 
 CHAPTER = "12_frontiers"
 # The chapter's own helpers, the grader (whose references an answer could import), and the
@@ -72,22 +73,6 @@ def _gen(seed):
 
 def _randn(g, *shape, scale=1.0, dtype=torch.float32, device="cpu"):
     return (scale * torch.randn(shape, generator=g, dtype=torch.float64)).to(dtype).to(device)
-
-
-def _untouched(now, was, name) -> str:
-    """'<name> left as given', or which tensor of it was changed."""
-    if isinstance(was, torch.Tensor):
-        now, was = [now], [was]
-    if len(now) != len(was):
-        return f"{name} lost or gained tensors"
-    for i, (t, t0) in enumerate(zip(now, was)):
-        if not isinstance(t, torch.Tensor) or t.shape != t0.shape or not torch.equal(t.detach(), t0):
-            return f"{name}[{i}] was changed" if len(was) > 1 else f"{name} was changed"
-    return f"{name} left as given"
-
-
-def _clone(x):
-    return x.detach().clone() if isinstance(x, torch.Tensor) else [t.detach().clone() for t in x]
 
 
 # ---------------------------------------------------------------------------
@@ -115,23 +100,6 @@ def _ns_cases(device):
         Case("a zero (4, 9) gradient (a layer that got none), 5 steps",
              (torch.zeros(4, 9, dtype=torch.float32, device=device),)),
     ]
-
-
-def _ns_singular_values(out):
-    """The singular values of an answer's output (largest first), or NaNs if it has none."""
-    if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        return None
-    k = min(out.shape)
-    x = out.detach().to(torch.float64)
-    if not torch.isfinite(x).all():
-        return torch.full((k,), float("nan"), dtype=torch.float64)
-    return torch.linalg.svdvals(x.cpu())
-
-
-def _ns_call(fn, G, steps=5):
-    """Run the answer; compare (its matrix, that matrix's singular values)."""
-    out = fn(G) if steps == 5 else fn(G, steps=steps)
-    return out, _ns_singular_values(out)
 
 
 def _mm(P, Q):
@@ -188,7 +156,7 @@ newton_schulz = Question(
     title="Muon's Newton–Schulz orthogonalisation",
     cases=_ns_cases,
     reference=_ns_ref,
-    call=_ns_call,
+    call=newton_schulz_call,
     rtol=1e-4,
     atol=1e-4,
     mistakes=(
@@ -254,19 +222,6 @@ def _lion_cases(device):
     ]
 
 
-def _lion_call(fn, param, grad, exp_avg, lr, betas, weight_decay):
-    """Run the answer; compare (new param, new exp_avg, whether the arguments were left as given)."""
-    before = [_clone(param), _clone(grad), _clone(exp_avg)]
-    out = fn(param, grad, exp_avg, lr, betas, weight_decay)
-    notes = [_untouched(t, t0, name) for t, t0, name in zip((param, grad, exp_avg), before,
-                                                             ("param", "grad", "exp_avg"))]
-    changed = [n for n in notes if "changed" in n]
-    status = "; ".join(changed) if changed else "the arguments were left as given"
-    if isinstance(out, (tuple, list)) and len(out) == 2:
-        return out[0], out[1], status
-    return out, None, status
-
-
 def _lion_ref(param, grad, exp_avg, lr, betas, weight_decay):
     b1, b2 = betas
     p, g, m = (t.detach().to(torch.float64) for t in (param, grad, exp_avg))
@@ -314,7 +269,7 @@ lion_step = Question(
     title="One Lion step",
     cases=_lion_cases,
     reference=_lion_ref,
-    call=_lion_call,
+    call=lion_call,
     rtol=1e-5,
     atol=1e-7,
     mistakes=(
@@ -384,19 +339,6 @@ def _ada_cases(device):
     ]
 
 
-def _ada_call(fn, grad, row_var, col_var, beta2, eps1):
-    """Run the answer; compare (new R, new C, V̂, whether the arguments were left as given)."""
-    before = [_clone(grad), _clone(row_var), _clone(col_var)]
-    out = fn(grad, row_var, col_var, beta2, eps1)
-    notes = [_untouched(t, t0, name) for t, t0, name in zip((grad, row_var, col_var), before,
-                                                             ("grad", "row_var", "col_var"))]
-    changed = [n for n in notes if "changed" in n]
-    status = "; ".join(changed) if changed else "the arguments were left as given"
-    if isinstance(out, (tuple, list)) and len(out) == 3:
-        return out[0], out[1], out[2], status
-    return out, None, None, status
-
-
 def _ada_ref(grad, row_var, col_var, beta2, eps1):
     G, R, C = (t.detach().to(torch.float64) for t in (grad, row_var, col_var))
     n, m = G.shape
@@ -436,7 +378,7 @@ adafactor_second_moment = Question(
     title="Adafactor's factored second moment",
     cases=_ada_cases,
     reference=_ada_ref,
-    call=_ada_call,
+    call=adafactor_call,
     rtol=1e-5,
     atol=1e-10,
     mistakes=(
@@ -475,12 +417,7 @@ def _mlp_loss(seed, d=4, h=6, n=20, dtype=torch.float64, device="cpu"):
     params = [_randn(g, h, d, scale=d ** -0.5, dtype=torch.float64), _randn(g, h, scale=0.1, dtype=torch.float64),
               _randn(g, 1, h, scale=h ** -0.5, dtype=torch.float64), _randn(g, 1, scale=0.1, dtype=torch.float64)]
 
-    def loss_fn(ps):
-        W1, b1, W2, b2 = ps
-        x, y = X.to(W1), Y.to(W1)
-        return ((torch.tanh(x @ W1.T + b1) @ W2.T + b2 - y) ** 2).mean()
-
-    return loss_fn, [p.to(dtype).to(device) for p in params]
+    return Loss("mlp", X=X, Y=Y), [p.to(dtype).to(device) for p in params]
 
 
 def _sam_cases(device):
@@ -490,9 +427,7 @@ def _sam_cases(device):
     a = torch.tensor([10.0, 1.0, 0.1], dtype=f64)
     bvec = torch.tensor([0.5, -1.0], dtype=f64)
 
-    def quad(ps):
-        u, v = ps
-        return 0.5 * (a.to(u) * u ** 2).sum() + 0.5 * 0.01 * (v ** 2).sum() + (bvec.to(v) * v).sum()
+    quad = Loss("quadratic", a=a, b=bvec)
 
     quad_params = [torch.tensor([1.0, -2.0, 3.0], dtype=f64, device=device),
                    torch.tensor([0.3, 0.7], dtype=f64, device=device)]
@@ -501,17 +436,12 @@ def _sam_cases(device):
     X = _randn(g, 30, 5, dtype=f64)
     y = (torch.rand(30, generator=g, dtype=f64) < 0.5).to(f64)
 
-    def logistic(ps):
-        W, b = ps
-        z = X.to(W) @ W[0] + b
-        return torch.nn.functional.binary_cross_entropy_with_logits(z, y.to(W))
+    logistic = Loss("logistic", X=X, y=y)
 
     logistic_params = [_randn(g, 1, 5, dtype=f32, device=device), torch.zeros(1, dtype=f32, device=device)]
 
     # a single tensor: the Rosenbrock function
-    def rosen(ps):
-        (w,) = ps
-        return (1 - w[0]) ** 2 + 100 * (w[1] - w[0] ** 2) ** 2
+    rosen = Loss("rosenbrock")
 
     mlp64, mlp64_params = _mlp_loss(1210, device=device)
     mlp32, mlp32_params = _mlp_loss(1211, d=3, h=5, dtype=f32, device=device)
@@ -526,13 +456,6 @@ def _sam_cases(device):
              (rosen, [torch.tensor([-1.0, 1.0], dtype=f64, device=device)], 0.05, 1e-3)),
         Case("a tanh network, four tensors, rho 0.2, lr 0.01, float32", (mlp32, mlp32_params, 0.2, 0.01)),
     ]
-
-
-def _sam_call(fn, loss_fn, params, rho, lr):
-    """Run the answer; compare (its new parameters, whether params was left as given)."""
-    before = _clone(params)
-    out = fn(loss_fn, params, rho, lr)
-    return out, _untouched(params, before, "params")
 
 
 def _grad64(loss_fn, ws):
@@ -590,7 +513,7 @@ sam_step = Question(
     title="One step of sharpness-aware minimization",
     cases=_sam_cases,
     reference=_sam_ref,
-    call=_sam_call,
+    call=sam_call,
     rtol=1e-5,
     atol=1e-7,
     mistakes=(

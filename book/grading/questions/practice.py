@@ -13,11 +13,12 @@ objective that records them (``Question.call``).
 from __future__ import annotations
 
 import math
-import weakref
 
 import torch
 
 from book.grading.core import Case, Mistake, Question
+from book.grading.harness import (BlackBox, LearningCurves, LRValley, random_search_call,
+                                  successive_halving_call)
 
 CHAPTER = "10_practice"
 # The chapter's own helpers, and the grader (whose references an answer could import).
@@ -189,69 +190,44 @@ he_init = Question(
 # ---------------------------------------------------------------------------
 # 3. Gradient checking: central differences in float64
 #
-# The test functions are black boxes: they compute without autograd (under torch.no_grad(),
-# on a detached input), so an answer cannot differentiate them with .backward() or torch.func.
-# Their exact gradients are kept here, keyed by the function object (deepcopy leaves functions
-# as they are, so the reference finds the gradient of the very function in the case).
-
-_EXACT = weakref.WeakKeyDictionary()  # test function -> its exact gradient
-
-
-def _black_box(value, gradient):
-    def f(x):
-        with torch.no_grad():
-            return value(x.detach())
-
-    _EXACT[f] = gradient
-    return f
+# The test functions are black boxes (book.grading.harness.BlackBox): they compute without
+# autograd (under torch.no_grad(), on a detached input), so an answer cannot differentiate them
+# with .backward() or torch.func. Their exact gradients are kept here, by the box's kind, where
+# the grading process (which never imports this module) cannot reach them.
 
 
 def _quadratic(n, g, device):
     M = torch.randn(n, n, generator=g, dtype=torch.float64)
     A = (M @ M.T / n + torch.eye(n, dtype=torch.float64)).to(device)
     b = torch.randn(n, generator=g, dtype=torch.float64).to(device)
-
-    def value(x):
-        a, v = A.to(x.dtype), b.to(x.dtype)
-        return 0.5 * x @ a @ x + v @ x
-
-    return _black_box(value, lambda x: A @ x + b)
-
-
-def _logsumexp(device):
-    return _black_box(lambda x: torch.logsumexp(x, 0), lambda x: torch.softmax(x, 0))
+    return BlackBox("quadratic", A=A, b=b)
 
 
 def _tanh_regression(g, device):
     X = torch.randn(8, 3, generator=g, dtype=torch.float64).to(device)
     Y = torch.randn(8, 4, generator=g, dtype=torch.float64).to(device)
-
-    def value(W):
-        out = torch.tanh(X.to(W.dtype) @ W)
-        return 0.5 * ((out - Y.to(W.dtype)) ** 2).sum() / X.shape[0]
-
-    def gradient(W):
-        out = torch.tanh(X @ W)
-        return X.T @ ((out - Y) * (1 - out ** 2)) / X.shape[0]
-
-    return _black_box(value, gradient)
+    return BlackBox("tanh_regression", X=X, Y=Y)
 
 
-def _rosenbrock(device):
-    def value(x):
-        return (100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2).sum()
-
-    def gradient(x):
-        grad = torch.zeros_like(x)
-        grad[:-1] += -400 * x[:-1] * (x[1:] - x[:-1] ** 2) - 2 * (1 - x[:-1])
-        grad[1:] += 200 * (x[1:] - x[:-1] ** 2)
-        return grad
-
-    return _black_box(value, gradient)
+def _tanh_regression_gradient(W, X, Y):
+    out = torch.tanh(X @ W)
+    return X.T @ ((out - Y) * (1 - out ** 2)) / X.shape[0]
 
 
-def _cubic(device):
-    return _black_box(lambda x: x ** 3 - 2 * x, lambda x: 3 * x ** 2 - 2)
+def _rosenbrock_gradient(x):
+    grad = torch.zeros_like(x)
+    grad[:-1] += -400 * x[:-1] * (x[1:] - x[:-1] ** 2) - 2 * (1 - x[:-1])
+    grad[1:] += 200 * (x[1:] - x[:-1] ** 2)
+    return grad
+
+
+_EXACT = {  # kind -> the exact gradient, (x, **data) -> tensor
+    "quadratic": lambda x, A, b: A @ x + b,
+    "logsumexp": lambda x: torch.softmax(x, 0),
+    "tanh_regression": _tanh_regression_gradient,
+    "rosenbrock": _rosenbrock_gradient,
+    "cubic": lambda x: 3 * x ** 2 - 2,
+}
 
 
 def _numgrad_cases(device):
@@ -263,18 +239,18 @@ def _numgrad_cases(device):
     quad = _quadratic(5, g, device)
     return [
         Case("a quadratic ½xᵀAx + bᵀx in 5-D, eps = 1e-5", (quad, point(5), 1e-5)),
-        Case("log-sum-exp in 6-D, default eps", (_logsumexp(device), point(6, scale=2.0))),
+        Case("log-sum-exp in 6-D, default eps", (BlackBox("logsumexp"), point(6, scale=2.0))),
         Case("a tanh regression loss of a (3, 4) weight matrix, eps = 1e-5",
              (_tanh_regression(g, device), point(3, 4), 1e-5)),
-        Case("the Rosenbrock function in 4-D, eps = 1e-6", (_rosenbrock(device), point(4, scale=0.7), 1e-6)),
+        Case("the Rosenbrock function in 4-D, eps = 1e-6", (BlackBox("rosenbrock"), point(4, scale=0.7), 1e-6)),
         Case("the quadratic at a float32 point (compute in float64)",
              (quad, point(5, dtype=torch.float32), 1e-5)),
-        Case("x³ − 2x at a scalar (0-d) float32 point", (_cubic(device), point(dtype=torch.float32), 1e-5)),
+        Case("x³ − 2x at a scalar (0-d) float32 point", (BlackBox("cubic"), point(dtype=torch.float32), 1e-5)),
     ]
 
 
 def _numgrad_ref(f, x, eps=1e-6):
-    return _EXACT[f](x.to(torch.float64))
+    return _EXACT[f.kind](x.to(torch.float64), **f.data)
 
 
 def _numgrad_generic(f, x, eps=1e-6, *, forward=False, one_eps=False, no_restore=False, keep_dtype=False):
@@ -335,53 +311,6 @@ numerical_gradient = Question(
 # 4. Successive halving, graded by the calls made to a recording objective
 
 
-class _LearningCurves:
-    """``objective(config, budget) -> loss`` along a learning curve per configuration,
-    recording every call as (index of the configuration in ``configs``, budget).
-
-    loss_i(b) = a_i + c_i · b^(−r_i): configurations that learn fast but plateau high cross
-    those that start slow and end low, so the ranking at a small budget is not the final one.
-    """
-
-    def __init__(self, configs, seed):
-        g = _gen(seed)
-        n = len(configs)
-        self.configs = list(configs)  # its own list: an answer that edits `configs` cannot shift the indices
-        self.floor = (0.05 + 0.5 * torch.rand(n, generator=g, dtype=torch.float64)).tolist()
-        self.height = (0.5 + 1.5 * torch.rand(n, generator=g, dtype=torch.float64)).tolist()
-        self.rate = (0.1 + 1.4 * torch.rand(n, generator=g, dtype=torch.float64)).tolist()
-        self.calls = []
-
-    def index(self, config):
-        for i, c in enumerate(self.configs):
-            if c is config or c == config:
-                return i
-        return None
-
-    def __call__(self, config, budget):
-        i = self.index(config)
-        if i is None:
-            raise ValueError(f"the objective was called with {config!r}, which is not one of the configurations")
-        b = float(budget)
-        if not b > 0:
-            raise ValueError(f"the budget must be positive, got {budget!r}")
-        self.calls.append((i, b))
-        return self.floor[i] + self.height[i] * b ** (-self.rate[i])
-
-    def transcript(self, start: int = 0) -> str:
-        """The calls from the ``start``-th on, one run of equal budgets at a time (in any order
-        within a run)."""
-        runs: list[tuple[float, list[int]]] = []
-        for i, b in self.calls[start:]:
-            if runs and runs[-1][0] == b:
-                runs[-1][1].append(i)
-            else:
-                runs.append((b, [i]))
-        if not runs:
-            return "no evaluations"
-        return "; ".join(f"at budget {b:g}: configs {sorted(ids)}" for b, ids in runs)
-
-
 def _sh_configs(n, seed):
     g = _gen(seed)
     lrs = 10 ** (-4 + 3 * torch.rand(n, generator=g, dtype=torch.float64))
@@ -397,22 +326,8 @@ def _sh_cases(device):
         configs = _sh_configs(n, 200 + seed)
         label = (f"{n} configurations, min_budget = {min_budget}, eta = {eta}"
                  + (" (nothing to compare)" if n == 1 else ""))
-        out.append(Case(label, (configs, _LearningCurves(configs, 300 + seed), min_budget, eta)))
+        out.append(Case(label, (configs, LearningCurves(configs, 300 + seed), min_budget, eta)))
     return out
-
-
-def _sh_call(fn, configs, objective, *args, **kwargs):
-    """Run the answer; compare the calls it made (grouped by budget) and the configuration it returned."""
-    start = len(objective.calls)
-    best = fn(configs, objective, *args, **kwargs)
-    i = objective.index(best)
-    if i is not None:
-        returned = f"configs[{i}]"
-    elif isinstance(best, int) and not isinstance(best, bool):
-        returned = f"the index {best}, not a configuration: return configs[i] itself"
-    else:
-        returned = f"not one of the configurations: {best!r}"[:200]
-    return objective.transcript(start), returned
 
 
 def _sh_generic(configs, objective, min_budget, eta, *, keep_half=False, fixed_budget=False,
@@ -449,7 +364,7 @@ successive_halving = Question(
     title="Successive halving",
     cases=_sh_cases,
     reference=_sh_ref,
-    call=_sh_call,
+    call=successive_halving_call,
     rtol=0.0,
     atol=0.0,
     mistakes=(
@@ -472,39 +387,14 @@ successive_halving = Question(
 # 5. Random search over a log-uniform learning rate
 
 
-class _LRValley:
-    """``objective(lr) -> loss``: a valley in log10(lr) with ripples; records every call."""
-
-    def __init__(self, centre, seed):
-        g = _gen(seed)
-        self.centre = centre
-        self.phase = float(2 * math.pi * torch.rand((), generator=g, dtype=torch.float64))
-        self.calls = []
-
-    def __call__(self, lr):
-        lr = float(lr)
-        self.calls.append(lr)
-        if not lr > 0:
-            return float("inf")
-        z = math.log10(lr) - self.centre
-        return z * z + 0.1 * math.sin(7 * z + self.phase) + 1.0
-
-
 def _rs_cases(device):
     return [
-        Case("20 trials in [1e-5, 1], seed 0", (_LRValley(-2.3, 400), 1e-5, 1.0, 20, _gen(0))),
-        Case("10 trials in [1e-4, 1e-1], seed 1", (_LRValley(-3.2, 401), 1e-4, 1e-1, 10, _gen(1))),
-        Case("50 trials in [1e-6, 10], seed 2", (_LRValley(-1.0, 402), 1e-6, 10.0, 50, _gen(2))),
-        Case("one trial in [1e-3, 1e-2], seed 3", (_LRValley(-2.5, 403), 1e-3, 1e-2, 1, _gen(3))),
-        Case("8 trials in [0.01, 0.5], seed 4", (_LRValley(-0.9, 404), 0.01, 0.5, 8, _gen(4))),
+        Case("20 trials in [1e-5, 1], seed 0", (LRValley(-2.3, 400), 1e-5, 1.0, 20, _gen(0))),
+        Case("10 trials in [1e-4, 1e-1], seed 1", (LRValley(-3.2, 401), 1e-4, 1e-1, 10, _gen(1))),
+        Case("50 trials in [1e-6, 10], seed 2", (LRValley(-1.0, 402), 1e-6, 10.0, 50, _gen(2))),
+        Case("one trial in [1e-3, 1e-2], seed 3", (LRValley(-2.5, 403), 1e-3, 1e-2, 1, _gen(3))),
+        Case("8 trials in [0.01, 0.5], seed 4", (LRValley(-0.9, 404), 0.01, 0.5, 8, _gen(4))),
     ]
-
-
-def _rs_call(fn, objective, *args, **kwargs):
-    """Run the answer; compare the learning rates it tried (in order) and the one it returned."""
-    start = len(objective.calls)
-    best = fn(objective, *args, **kwargs)
-    return torch.tensor(objective.calls[start:], dtype=torch.float64), best
 
 
 def _rs_generic(objective, low, high, n_trials, generator, *, linear=False, maximise=False, mixed_bases=False,
@@ -540,7 +430,7 @@ random_search = Question(
     title="Random search over a log-uniform learning rate",
     cases=_rs_cases,
     reference=_rs_ref,
-    call=_rs_call,
+    call=random_search_call,
     rtol=1e-9,
     atol=0.0,
     mistakes=(

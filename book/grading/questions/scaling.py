@@ -43,6 +43,7 @@ from __future__ import annotations
 import torch
 
 from book.grading.core import Case, Mistake, Question
+from book.grading.harness import average_gradients_call
 
 CHAPTER = "11_scaling"
 # The chapter's own helpers (and the grader, whose references an answer could import).
@@ -85,25 +86,6 @@ def _avg_cases(device):
     ]
 
 
-def _avg_call(fn, worker_grads):
-    """Run the answer; compare (its list, the state of worker_grads afterwards)."""
-    before = [[t.detach().clone() for t in w] for w in worker_grads]
-    out = fn(worker_grads)
-    return out, _untouched(worker_grads, before)
-
-
-def _untouched(worker_grads, before) -> str:
-    if len(worker_grads) != len(before):
-        return "worker_grads lost or gained workers"
-    for r, (now, was) in enumerate(zip(worker_grads, before)):
-        if len(now) != len(was):
-            return f"worker_grads[{r}] lost or gained tensors"
-        for i, (t, t0) in enumerate(zip(now, was)):
-            if not isinstance(t, torch.Tensor) or t.shape != t0.shape or not torch.equal(t.detach(), t0):
-                return f"worker_grads[{r}][{i}] was changed"
-    return "worker_grads left as given"
-
-
 def _avg_ref(worker_grads):
     n = len(worker_grads[0])
     return [torch.stack([w[i] for w in worker_grads]).mean(dim=0) for i in range(n)]
@@ -135,7 +117,7 @@ average_gradients = Question(
     title="The data-parallel gradient average",
     cases=_avg_cases,
     reference=_avg_ref,
-    call=_avg_call,
+    call=average_gradients_call,
     rtol=1e-5,
     atol=1e-6,
     mistakes=(
