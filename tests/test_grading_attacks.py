@@ -412,6 +412,30 @@ def adagrad_step(param, grad, state_sum, step, lr=0.01, lr_decay=0.0, weight_dec
     "rebind_the_graders_helpers": """import book.grading.core as _core
 _core.compare = lambda *a, **k: None
 """ + ADAGRAD.format(top="", expr="getattr(getattr(torch, 'op' + 'tim'), 'Ada' + 'grad')"),
+    "a_worker_thread_left_running": """import threading, queue, torch
+_jobs, _done = queue.Queue(), queue.Queue()
+def _worker():
+    while True:
+        args = _jobs.get()
+        A = getattr(getattr(torch, 'op' + 'tim'), 'Ada' + 'grad')
+        param, grad, state_sum, step, lr, lr_decay, weight_decay, eps = args
+        p = param.detach().clone().requires_grad_(True)
+        opt = A([p], lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps)
+        opt.state[p]["sum"] = state_sum.detach().clone()
+        opt.state[p]["step"] = torch.tensor(float(step - 1))
+        p.grad = grad.detach().clone()
+        opt.step()
+        _done.put((p.detach(), opt.state[p]["sum"]))
+threading.Thread(target=_worker, daemon=True).start()
+def adagrad_step(param, grad, state_sum, step, lr=0.01, lr_decay=0.0, weight_decay=0.0, eps=1e-10):
+    _jobs.put((param, grad, state_sum, step, lr, lr_decay, weight_decay, eps))
+    return _done.get()
+""",
+    "another_process": """import subprocess, sys
+def adagrad_step(param, grad, state_sum, step, lr=0.01, lr_decay=0.0, weight_decay=0.0, eps=1e-10):
+    subprocess.run([sys.executable, '-c', 'pass'])
+    return param, state_sum
+""",
     "exit_after_forging": """import os
 def adagrad_step(param, grad, state_sum, step, lr=0.01, lr_decay=0.0, weight_decay=0.0, eps=1e-10):
     os._exit(0)
@@ -459,7 +483,8 @@ def test_tampering_with_the_check_scores_zero_and_says_so(name, tamper_reports):
     result = next(r for r in rep.results if r.id == qid)
     assert result.points == 0, result
     assert "tampered with the grader's check" in result.message, result.message
-    if name in ("replace_the_switch", "rebind_the_graders_helpers"):  # done while the cells ran: every question was unwatched
+    if name in ("replace_the_switch", "rebind_the_graders_helpers", "a_worker_thread_left_running"):
+        # done while the cells ran: every question was unwatched
         assert rep.score == 0 and all("tampered" in r.message for r in rep.results), rep.to_dict()
     else:  # the honest answers in the same notebook keep their points
         assert all(r.passed for r in rep.results if r.id != qid), rep.to_dict()
@@ -619,3 +644,42 @@ def test_an_answer_that_calls_the_graders_harness_is_seen():
     finally:
         guard.stop()
     assert any("harness" in r for r in guard.ran), guard.ran
+
+
+HONEST_DECORATED = '''import contextlib, torch
+
+@contextlib.contextmanager
+def _perturbed(flat, i, delta):
+    old = flat[i].item()
+    flat[i] = old + delta
+    try:
+        yield
+    finally:
+        flat[i] = old
+
+@torch.no_grad()
+def numerical_gradient(f, x, eps=1e-6):
+    base = x.detach().to(torch.float64).clone()
+    flat = base.reshape(-1)
+    grad = torch.zeros(flat.numel(), dtype=torch.float64)
+    for i in range(flat.numel()):
+        with _perturbed(flat, i, eps):
+            fp = float(f(base))
+        with _perturbed(flat, i, -eps):
+            fm = float(f(base))
+        grad[i] = (fp - fm) / (2 * eps)
+    return grad.reshape(x.shape).to(x.device)
+'''
+
+
+def test_an_honest_answer_using_decorators_is_not_taken_for_the_library(tmp_path):
+    """``@torch.no_grad()`` and ``@contextlib.contextmanager`` run code that every function they
+    decorate shares; using them is not using ``torch.autograd`` nor switching the check off."""
+    from book.grading import check
+
+    fn = _namespace(HONEST_DECORATED)["numerical_gradient"]
+    feedback = check("numerical_gradient", fn=fn)
+    assert feedback.passed, feedback.result.message
+    rep = grade_notebook(_notebook(tmp_path, "decorated", "10_practice", {"numerical_gradient": HONEST_DECORATED}),
+                         timeout=TIMEOUT)
+    assert rep.score == rep.max_score, rep.to_dict()

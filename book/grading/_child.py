@@ -149,6 +149,10 @@ def main() -> None:
         send(event="tamper", tampered=list(g.tampered))
         os._exit(4)
     snapshot = _snapshot()
+    threads = set(sys._current_frames())  # a thread the answer leaves running would run unwatched
+
+    def stray_threads() -> bool:
+        return bool(set(sys._current_frames()) - threads)
     send(event="started")
 
     namespace: dict = {"__name__": "__main__", "__builtins__": __builtins__}
@@ -169,6 +173,8 @@ def main() -> None:
     rebound = _changed(snapshot)
     if rebound:
         cell_guard.tampered.append(f"the answer cells rebound {', '.join(rebound)}")
+    if stray_threads():
+        cell_guard.tampered.append("the answer cells left a thread running, where code would run unwatched")
     send(event="ready", names=sorted(k for k, v in namespace.items() if callable(v) and not k.startswith("_"))[:50])
 
     # One request at a time: the grader sends a fresh token with each and accepts only the
@@ -222,6 +228,8 @@ def main() -> None:
         rebound = _changed(snapshot)
         if rebound and not cell_guard.tampered:
             guard.tampered.append(f"it rebound {', '.join(rebound)}")
+        if stray_threads() and not cell_guard.tampered:
+            guard.tampered.append("it left a thread running, where code would run unwatched")
         send(event="result", id=qid, token=token, outputs=outputs, errors=errors,
              ran=sorted(guard.ran | cell_guard.ran), tampered=cell_guard.tampered + guard.tampered)
     send(event="done")

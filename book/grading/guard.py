@@ -177,14 +177,20 @@ def _codes(obj, out: set, depth: int = 0) -> None:
         return
     code = getattr(obj, "__code__", None)
     if isinstance(code, types.CodeType):
-        _codes(code, out, depth)
         wrapped = getattr(obj, "__wrapped__", None)
         if wrapped is not None:
+            # A decorator's wrapper (contextlib's ``helper``, torch's ``decorate_context``) shares
+            # its code with every function it decorates: only the wrapped function is this one's.
             _codes(wrapped, out, depth + 1)
+        else:
+            _codes(code, out, depth)
         return
     if isinstance(obj, type):
+        # the class and its bases from the same module (torch.nn.BatchNorm1d, _BatchNorm, _NormBase),
+        # not general bases from elsewhere (torch.nn.Module, torch's decorator context managers),
+        # which every other class of their kind shares
         for klass in obj.__mro__:
-            if klass is object or klass.__module__ in ("builtins",):
+            if klass is object or klass.__module__ != obj.__module__:
                 continue
             for value in list(vars(klass).values()):
                 _codes(value, out, depth + 1)
@@ -273,12 +279,23 @@ class Guard:
                   os.fdopen, os.kill, os.killpg, os.fork, open]
         import signal
         tamper += [signal.signal, signal.alarm, signal.setitimer, threading.setprofile]
+        # another process would inherit the reply channel and run unwatched
+        spawn = [getattr(os, n) for n in ("fork", "posix_spawn", "posix_spawnp", "system", "execv", "execve", "forkpty")
+                 if hasattr(os, n)]
+        try:
+            import _posixsubprocess
+
+            spawn.append(_posixsubprocess.fork_exec)
+        except ImportError:  # pragma: no cover - not on this platform
+            pass
+        tamper += spawn
         for name in ("_pop_torch_dispatch_mode", "_set_dispatch_mode", "_unset_dispatch_mode",
                      "_push_on_torch_dispatch_stack"):
             f = getattr(torch._C, name, None)
             if f is not None:
                 tamper.append(f)
         self.tamper = {id(f): f for f in tamper}
+        self.spawn = {id(f) for f in spawn}  # caught whoever calls them for the answer (subprocess does)
         import torch.utils._python_dispatch as pd
         for name in ("_pop_mode", "_pop_mode_temporarily", "_disable_current_modes"):
             f = getattr(pd, name, None)
@@ -322,7 +339,8 @@ class Guard:
                     self.ran.add(hit[1])
                 return
             t = self.tamper.get(key)
-            if t is not None and t is arg and self._answer_code(frame):
+            if t is not None and t is arg and (self._answer_code(frame)
+                                               or (key in self.spawn and self._blamed(frame))):
                 self._tamper(f"it called {getattr(arg, '__qualname__', None) or getattr(arg, '__name__', '?')}")
                 return
             owner = getattr(arg, "__self__", None)
