@@ -357,7 +357,7 @@ import json, os, torch
 from book.grading.core import encode
 from book.grading.questions import questions_for
 _events = [{"event": "started"}, {"event": "ready", "names": []}]
-for _q in questions_for("05_adaptive"):
+for _q in questions_for(CHAPTER):
     _outs = [encode(_q.reference(*c.args, **c.kwargs)) for c in _q.cases(torch.device("cpu"))]
     _events += [{"event": "start", "id": _q.id},
                 {"event": "result", "id": _q.id, "outputs": _outs, "errors": [None] * len(_outs)}]
@@ -457,20 +457,29 @@ def bn_train_forward(x, running_mean, running_var, weight, bias, momentum=0.1, e
 def tamper_reports(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tamper")
     paths = {"forged_stream": _notebook(folder, "forged", "05_adaptive", {
-                 q.id: (FORGED if i == 0 else f"def {q.function}(*a, **k):\n    raise NotImplementedError()\n")
+                 q.id: (_forged("05_adaptive") if i == 0 else f"def {q.function}(*a, **k):\n    raise NotImplementedError()\n")
                  for i, q in enumerate(questions_for("05_adaptive"))}),
              "forged_stream_through_proc": _notebook(folder, "forged-proc", "05_adaptive", {
-                 q.id: (FORGED_THROUGH_PROC if i == 0 else f"def {q.function}(*a, **k):\n    raise NotImplementedError()\n")
+                 q.id: (_forged("05_adaptive", FORGED_THROUGH_PROC) if i == 0 else f"def {q.function}(*a, **k):\n    raise NotImplementedError()\n")
                  for i, q in enumerate(questions_for("05_adaptive"))}),
              "pop_the_operator_mode": _notebook(folder, "pop", "09_batch_norm", {"bn_train_forward": TAMPER_BN})}
     for name, code in TAMPER.items():
         paths[name] = _notebook(folder, name, "05_adaptive", {"adagrad_step": code})
+    for chapter in chapters():  # a forged stream in every chapter with exercises
+        qs = questions_for(chapter)
+        paths[f"forged-{chapter}"] = _notebook(folder, "forged", chapter, {
+            q.id: (_forged(chapter) if i == 0 else f"def {q.function}(*a, **k):\n    raise NotImplementedError()\n")
+            for i, q in enumerate(qs)})
     with ThreadPoolExecutor(max_workers=4) as pool:
         reports = pool.map(lambda k: grade_notebook(paths[k], timeout=TIMEOUT), paths)
         return dict(zip(paths, reports))
 
 
-@pytest.mark.parametrize("name", ["forged_stream", "forged_stream_through_proc"])
+def _forged(chapter: str, template: str = "") -> str:
+    return (template or FORGED).replace("CHAPTER", repr(chapter))
+
+
+@pytest.mark.parametrize("name", ["forged_stream", "forged_stream_through_proc"] + [f"forged-{c}" for c in chapters()])
 def test_a_forged_stream_scores_zero(name, tamper_reports):
     rep = tamper_reports[name]
     assert rep.score == 0, rep.to_dict()
