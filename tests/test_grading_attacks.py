@@ -436,6 +436,11 @@ def adagrad_step(param, grad, state_sum, step, lr=0.01, lr_decay=0.0, weight_dec
     subprocess.run([sys.executable, '-c', 'pass'])
     return param, state_sum
 """,
+    "swap_the_hooks_code": """import gc
+for _o in getattr(gc, 'get_' + 'objects')():
+    if isinstance(_o, type) and _o.__name__ == 'Guard' and _o.__module__.startswith('book'):
+        _o._hook.__code__ = (lambda self, frame, event, arg: None).__code__
+""" + ADAGRAD.format(top="", expr="getattr(getattr(torch, 'op' + 'tim'), 'Ada' + 'grad')"),
     "exit_after_forging": """import os
 def adagrad_step(param, grad, state_sum, step, lr=0.01, lr_decay=0.0, weight_decay=0.0, eps=1e-10):
     os._exit(0)
@@ -492,7 +497,8 @@ def test_tampering_with_the_check_scores_zero_and_says_so(name, tamper_reports):
     result = next(r for r in rep.results if r.id == qid)
     assert result.points == 0, result
     assert "tampered with the grader's check" in result.message, result.message
-    if name in ("replace_the_switch", "rebind_the_graders_helpers", "a_worker_thread_left_running"):
+    if name in ("replace_the_switch", "rebind_the_graders_helpers", "a_worker_thread_left_running",
+                "swap_the_hooks_code"):
         # done while the cells ran: every question was unwatched
         assert rep.score == 0 and all("tampered" in r.message for r in rep.results), rep.to_dict()
     else:  # the honest answers in the same notebook keep their points
@@ -692,3 +698,20 @@ def test_an_honest_answer_using_decorators_is_not_taken_for_the_library(tmp_path
     rep = grade_notebook(_notebook(tmp_path, "decorated", "10_practice", {"numerical_gradient": HONEST_DECORATED}),
                          timeout=TIMEOUT)
     assert rep.score == rep.max_score, rep.to_dict()
+
+
+CLEAR_THE_RECORD = ADAGRAD.format(top="", expr="getattr(getattr(torch, 'op' + 'tim'), 'Ada' + 'grad')").replace(
+    '    return p.detach(), opt.state[p]["sum"]',
+    "    for o in getattr(gc, 'get_' + 'objects')():\n"
+    "        if type(o).__name__ == 'Guard' and type(o).__module__.startswith('book'):\n"
+    "            o.ran.clear()\n"
+    '    return p.detach(), opt.state[p]["sum"]')
+
+
+def test_clearing_the_checks_record_afterwards_changes_nothing(tmp_path):
+    """What the check sees is reported to the grader the moment it runs: an answer that then
+    finds the check's objects and empties its record still scores zero."""
+    rep = grade_notebook(_notebook(tmp_path, "clear", "05_adaptive", {"adagrad_step": CLEAR_THE_RECORD}),
+                         timeout=TIMEOUT)
+    result = next(r for r in rep.results if r.id == "adagrad_step")
+    assert result.points == 0 and "torch.optim" in result.message, result

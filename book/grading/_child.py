@@ -31,6 +31,7 @@ import os
 import signal
 import sys
 import traceback
+import types
 
 
 class _Timeout(BaseException):
@@ -54,8 +55,19 @@ def _describe(exc: BaseException) -> str:
     return text[:500]
 
 
+def _innards(fn) -> tuple:
+    """What makes a function do what it does, short of rebinding it: its code, defaults, closure."""
+    cells = []
+    for cell in fn.__closure__ or ():
+        try:
+            cells.append(cell.cell_contents)
+        except ValueError:  # an empty cell
+            cells.append(_innards)
+    return (fn.__code__, fn.__defaults__, fn.__kwdefaults__, *cells)
+
+
 def _snapshot() -> list:
-    """The grader's modules in this process (and their classes), as they are now."""
+    """The grader's modules in this process (and their classes and functions), as they are now."""
     out = []
     for name, mod in list(sys.modules.items()):
         if mod is None or not (name == "book.grading" or name.startswith("book.grading.")):
@@ -65,13 +77,25 @@ def _snapshot() -> list:
         for key, value in list(namespace.items()):
             if isinstance(value, type) and getattr(value, "__module__", None) == name:
                 out.append((f"{name}.{key}", value.__dict__, dict(value.__dict__)))
+                for attr, member in list(vars(value).items()):
+                    member = getattr(member, "__func__", member)
+                    if isinstance(member, types.FunctionType):
+                        out.append((f"{name}.{key}.{attr}", member, _innards(member)))
+            elif isinstance(value, types.FunctionType) and getattr(value, "__module__", None) == name:
+                out.append((f"{name}.{key}", value, _innards(value)))
     return out
 
 
 def _changed(snapshot: list) -> list[str]:
-    """What an answer rebound in the grader's modules since ``snapshot``."""
+    """What an answer rebound in the grader's modules since ``snapshot``, or changed inside
+    one of their functions (its code, defaults or closure)."""
     changed = []
     for name, namespace, before in snapshot:
+        if isinstance(namespace, types.FunctionType):
+            now_innards = _innards(namespace)
+            if len(now_innards) != len(before) or any(a is not b for a, b in zip(now_innards, before)):
+                changed.append(name)
+            continue
         now = dict(namespace)
         for key in set(before) | set(now):
             if key in ("__cached__", "__builtins__") or (key not in before and isinstance(now[key], type(sys))):
@@ -125,7 +149,7 @@ def main() -> None:
 
     import book.grading  # noqa: F401 - imported here, so that answer cells importing it run none of its code
     from book.grading.core import encode
-    from book.grading.guard import Guard
+    from book.grading.guard import Guard, report_to
     from book.grading.harness import CALLS, unpack
 
     torch.set_num_threads(1)
@@ -138,6 +162,7 @@ def main() -> None:
     channel = (reply, reply.buffer, getattr(reply.buffer, "raw", None), requests)
     harness = (main, _run, encode, unpack, _describe, _alarm)
     if job.get("watch", True):
+        report_to(reply.fileno())
         guards = {qid: Guard(q.get("forbidden") or (), q.get("operators") or None, harness=harness, reply=channel)
                   for qid, q in questions.items()}
         cell_guard = Guard((), harness=harness, reply=channel)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import os
 import sys
 import threading
@@ -196,6 +197,30 @@ def _codes(obj, out: set, depth: int = 0) -> None:
                 _codes(value, out, depth + 1)
 
 
+# Where each forbidden implementation seen is reported the moment it runs (the grading process
+# sets it to its reply channel's descriptor): a record made outside this process cannot be undone
+# by an answer that later reaches the guard's own objects.
+_REPORT_FD: int | None = None
+_write = os.write
+
+
+def report_to(fd: int | None) -> None:
+    """Report each forbidden implementation, as it is first seen, as one JSON line on ``fd``."""
+    global _REPORT_FD
+    _REPORT_FD = fd
+
+
+def _record(guard: "Guard", label: str) -> None:
+    if label in guard.ran:
+        return
+    guard.ran.add(label)
+    if _REPORT_FD is not None:
+        try:
+            _write(_REPORT_FD, (json.dumps({"event": "ran", "label": label}) + "\n").encode())
+        except OSError:
+            pass
+
+
 def _label(name: str) -> str:
     return "the grader's own questions (book.grading)" if name.startswith("book.grading") else name
 
@@ -214,7 +239,7 @@ class _Ops(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         label = self.guard.ops.get(func.overloadpacket.__name__)
         if label is not None and self.guard._blamed(sys._getframe(1)):
-            self.guard.ran.add(label)
+            _record(self.guard, label)
         return func(*args, **(kwargs or {}))
 
 
@@ -330,13 +355,13 @@ class Guard:
                 if label == "tamper":
                     self._tamper("it switched off the operator check")
                 else:
-                    self.ran.add(label)
+                    _record(self, label)
         elif event == "c_call":
             key = id(arg)
             hit = self.builtins.get(key)
             if hit is not None and hit[0] is arg:
                 if self._blamed(frame):
-                    self.ran.add(hit[1])
+                    _record(self, hit[1])
                 return
             t = self.tamper.get(key)
             if t is not None and t is arg and (self._answer_code(frame)

@@ -170,6 +170,7 @@ def run_answers(sources: list[str], questions: list[Question], cases: dict[str, 
                     "operators": list(getattr(q, "operators", ()) or ())} for q in questions}
     packed = {q.id: pack([(c.args, c.kwargs) for c in cases[q.id]]) for q in questions}
     remaining = [q.id for q in questions]
+    live: dict[str, set[str]] = {}  # forbidden implementations reported as they ran, by question
     while remaining:
         with tempfile.TemporaryDirectory(prefix="book-grade-") as cwd:
             proc = subprocess.Popen(
@@ -225,6 +226,11 @@ def run_answers(sources: list[str], questions: list[Question], cases: dict[str, 
                         remaining = [r for r in remaining if r != current]
                     break
                 kind = event.get("event")
+                if kind == "ran":  # reported by the check the moment it saw it: believed without a token
+                    label = str(event.get("label"))[:200]
+                    for qid in ([current] if phase == "questions" and current else remaining):
+                        live.setdefault(qid, set()).add(label)
+                    continue
                 if phase == "questions" and (token is None or event.get("token") != token):
                     continue  # not the answer to the request the grader made: written in advance, or forged
                 if kind == "started":
@@ -252,6 +258,8 @@ def run_answers(sources: list[str], questions: list[Question], cases: dict[str, 
                     ev = dict(event)
                     ev["status"] = "timeout" if kind == "timeout" else ("missing" if event.get("missing") else "result")
                     ev["cell_errors"] = cell_errors
+                    if live.get(current):
+                        ev["ran"] = sorted(set(ev.get("ran") or []) | live[current])
                     events[current] = ev
                     remaining = [r for r in remaining if r != current]
                     if not remaining:
