@@ -22,7 +22,7 @@ import torch
 
 from book.grading import check, check_all
 from book.grading.__main__ import main as grade_main
-from book.grading.core import decode, encode, judge, run_case
+from book.grading.core import AUTOGRAD, KINDS, decode, encode, judge, run_case
 from book.grading.questions import all_questions, chapters, questions_for
 from book.grading.runner import grade_notebook
 
@@ -75,7 +75,9 @@ def test_registry_is_well_formed():
     for q in QUESTIONS:
         assert q.points > 0 and q.function.isidentifier() and q.id
         assert len(q.mistakes) >= 2, f"{q.id}: at least two known mistakes per question"
-        assert len(q.cases(torch.device("cpu"))) >= 3, f"{q.id}: several test inputs"
+        assert q.kind in KINDS
+        if q.kind != "predict":  # a prediction is one number (or a few), asked once
+            assert len(q.cases(torch.device("cpu"))) >= 3, f"{q.id}: several test inputs"
     for chapter in CHAPTERS:
         assert (ROOT / "solutions" / f"{chapter}.ipynb").exists(), f"no solutions notebook for {chapter}"
         assert len(questions_for(chapter)) >= 3
@@ -406,6 +408,13 @@ def test_gradebook_for_a_folder(tmp_path, attack_folder, capsys):
     assert grade_main([str(folder), "--csv", str(out_csv), "--json", str(out_json), "--timeout", str(TIMEOUT)]) == 0
     rows = list(csv.DictReader(out_csv.open()))
     assert len(rows) == 2 * len(CHAPTERS) + 4
+    kinds = sorted({q.kind for q in QUESTIONS})
+    for row in rows:  # a column per kind: the points earned on questions of that kind
+        assert all(f"{k} (points)" in row for k in kinds), list(row)
+        if row["notebook"].endswith("-solution.ipynb"):
+            for k in kinds:
+                want = sum(q.points for q in questions_for(row["chapter"]) if q.kind == k)
+                assert float(row[f"{k} (points)"]) == want, (row["notebook"], k)
     for row in rows:
         expected_full = row["notebook"].endswith("-solution.ipynb")
         assert float(row["score"]) == (float(row["max_score"]) if expected_full else 0), row
@@ -464,3 +473,54 @@ def test_numerical_gradient_test_functions_hide_from_autograd():
     feedback = check("numerical_gradient", fn=by_autograd)
     message = feedback.result.message
     assert not feedback.passed and ("does not require grad" in message or "torch.autograd" in message), message
+
+
+# ---------------------------------------------------------------------------
+# The kinds of question beyond "implement" (driven from the registry)
+
+DERIVE = [q for q in QUESTIONS if q.kind == "derive"]
+PREDICT = [q for q in QUESTIONS if q.kind == "predict"]
+PARTIAL = [q for q in QUESTIONS if q.partial]
+
+
+@pytest.mark.parametrize("q", DERIVE, ids=[q.id for q in DERIVE])
+def test_a_derivation_done_by_autograd_scores_zero(q):
+    """The solution, with one use of autograd on the side, scores zero: a derive question is
+    about the closed form."""
+    assert set(AUTOGRAD) <= set(q.forbidden)
+    solution = solution_namespace(q.chapter)[q.function]
+    for route in ("x = torch.ones(2, requires_grad=True)\n    (x * x).sum().backward()",
+                  "x = torch.ones(2, requires_grad=True)\n    getattr(torch, 'auto' + 'grad').grad((x * x).sum(), x)"):
+        ns = {"torch": torch, "solution": solution}
+        exec(f"def answer(*args, **kwargs):\n    {route}\n    return solution(*args, **kwargs)\n", ns)
+        feedback = check(q.id, fn=ns["answer"])
+        assert feedback.result.points == 0, (route, feedback.result.message)
+        assert "autograd" in feedback.result.message or "backward" in feedback.result.message, feedback.result.message
+
+
+@pytest.mark.parametrize("q", PREDICT, ids=[q.id for q in PREDICT])
+def test_a_wrong_prediction_is_not_told_the_answer(q):
+    """The check says a prediction is off, never what the right value is (else one check would
+    hand it over)."""
+    want = q.reference()
+    values = [float(v) for v in (want if isinstance(want, tuple) else (want,))]
+    wrong = tuple(2.0 * v for v in values) if isinstance(want, tuple) else 2.0 * values[0]
+    result = check(q.id, fn=lambda: wrong).result
+    assert result.points == 0 and "tolerance" in result.message
+    for v in values:
+        for text in (f"{v:g}", f"{v:.6g}", f"{v:.3g}", repr(v), str(int(v)) if abs(v) >= 1 else repr(v)):
+            assert text not in result.message, (text, result.message)
+
+
+@pytest.mark.parametrize("q", PARTIAL, ids=[q.id for q in PARTIAL])
+def test_partial_credit_is_a_share_of_the_inputs(q):
+    """An answer right on some inputs only earns that share of the points: the solution on
+    every input but the last."""
+    solution = solution_namespace(q.chapter)[q.function]
+    cases = list(q.cases(torch.device("cpu")))
+    outputs = [run_case(q, solution, c) for c in cases]
+    outputs[-1] = None  # nothing on the last input
+    result = judge(q, cases, outputs)
+    assert not result.passed
+    assert result.points == round(q.points * (len(cases) - 1) / len(cases), 2), result
+    assert f"right on {len(cases) - 1} of {len(cases)}" in result.message, result.message

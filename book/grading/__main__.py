@@ -19,18 +19,27 @@ def _table(report) -> str:
 
 
 def write_csv(reports, path: Path) -> None:
-    """A gradebook: one row per submission, one column per question, then the total."""
+    """A gradebook: one row per submission, one column per question (points, partial credit
+    included), one per kind of question (the points earned on questions of that kind, e.g.
+    ``derive``), then the total."""
+    from book.grading.core import KINDS
+    from book.grading.questions import all_questions
+
+    kind_of = {q.id: q.kind for q in all_questions()}
     columns: list[str] = []
     for rep in reports:
         for r in rep.results:
             if r.id not in columns:
                 columns.append(r.id)
+    kinds = [k for k in KINDS if any(kind_of.get(c) == k for c in columns)]
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["notebook", "chapter", *columns, "score", "max_score", "error"])
+        w.writerow(["notebook", "chapter", *columns, *[f"{k} (points)" for k in kinds], "score", "max_score",
+                    "error"])
         for rep in reports:
             pts = {r.id: r.points for r in rep.results}
-            w.writerow([rep.notebook, rep.chapter or "", *[pts.get(c, "") for c in columns],
+            by_kind = [round(sum(r.points for r in rep.results if kind_of.get(r.id) == k), 2) for k in kinds]
+            w.writerow([rep.notebook, rep.chapter or "", *[pts.get(c, "") for c in columns], *by_kind,
                         rep.score, rep.max_score, rep.error or ""])
 
 

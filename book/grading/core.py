@@ -23,7 +23,21 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["Case", "Mistake", "Question", "Result", "judge", "run_case", "encode", "decode", "compare"]
+__all__ = ["Case", "Mistake", "Question", "Result", "judge", "run_case", "encode", "decode", "compare", "KINDS",
+           "AUTOGRAD"]
+
+# What a question asks of the student (``Question.kind``):
+#   implement - turn a given formula into code that equals PyTorch's
+#   derive    - find the closed form (a gradient, a rate, an optimal step) and write it as a function;
+#               autograd is forbidden (AUTOGRAD is added to the question's forbidden names)
+#   predict   - a number (or a few), written down before running anything, graded against the
+#               closed form with a stated tolerance; the message never shows the right value
+#   diagnose  - name the cause of training curves from seeded runs drawn when grading
+#   tune      - choose hyperparameters; the grader trains with them on seeds of its own
+#   build     - a small piece of machinery (a training loop, an optimizer, a schedule) run against
+#               the reference on the same seeded problem
+KINDS = ("implement", "derive", "predict", "diagnose", "tune", "build")
+AUTOGRAD = ("torch.autograd", "torch.func", "functorch", "torch.Tensor.backward")
 
 
 @dataclass(frozen=True)
@@ -69,6 +83,9 @@ class Question:
         operators: ATen operator names (``"native_batch_norm"``, ``"_fused_adam"``) an
             answer may not run, beyond those ``book.grading.guard.OPERATORS`` already
             maps the ``forbidden`` names to; the run-time check watches for them.
+        kind: what the question asks for, one of :data:`KINDS` (see there).
+        partial: award ``points × (inputs answered right) / (inputs)`` instead of all or
+            nothing.
     """
 
     id: str
@@ -84,6 +101,15 @@ class Question:
     title: str = ""
     call: Callable | None = None
     operators: Sequence[str] = ()
+    kind: str = "implement"
+    partial: bool = False
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.id}: kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == "derive":  # a derivation done by autograd is no derivation
+            object.__setattr__(self, "forbidden", tuple(self.forbidden) + tuple(
+                a for a in AUTOGRAD if a not in self.forbidden))
 
 
 @dataclass
@@ -198,30 +224,43 @@ def reference_outputs(question: Question, cases: Sequence[Case]) -> list[Any]:
     return [_call(question, question.reference, c) for c in cases]
 
 
+def _case_message(question: Question, case: Case, got: Any, err: str | None, want: Any) -> str | None:
+    """Why the answer is wrong on one input (None when it is right)."""
+    if err is not None:
+        if "NotImplementedError" in err:
+            return "not answered yet: the function still raises NotImplementedError"
+        return f"on input {case.label!r} your function raised {err}"
+    msg = compare(got, want, question.rtol, question.atol)
+    if msg is None:
+        return None
+    if question.kind == "predict":  # never show the value a prediction is graded against
+        return (f"{case.label}: not within the tolerance of the closed form (relative {question.rtol:g}); "
+                "work it out again from the chapter's formulas")
+    return f"on input {case.label!r}: {msg}"
+
+
 def judge(question: Question, cases: Sequence[Case], outputs: Sequence[Any],
           errors: Sequence[str | None] | None = None) -> Result:
     """The verdict on the outputs an answer gave for ``cases`` (one per case).
 
     ``errors[i]`` is the exception message if case ``i`` raised. The references and the
-    known mistakes are evaluated here, in the caller's process.
+    known mistakes are evaluated here, in the caller's process. A ``partial`` question earns
+    its points in proportion to the inputs answered right.
     """
     errors = list(errors) if errors is not None else [None] * len(cases)
     wants = reference_outputs(question, cases)
-    first = None
-    for case, got, err, want in zip(cases, outputs, errors, wants):
-        if err is not None:
-            if "NotImplementedError" in err:
-                first = "not answered yet: the function still raises NotImplementedError"
-            else:
-                first = f"on input {case.label!r} your function raised {err}"
-            break
-        msg = compare(got, want, question.rtol, question.atol)
-        if msg:
-            first = f"on input {case.label!r}: {msg}"
-            break
+    verdicts = [_case_message(question, c, got, err, want)
+                for c, got, err, want in zip(cases, outputs, errors, wants)]
+    first = next((m for m in verdicts if m), None)
     if first is None:
         return Result(question.id, question.points, question.points, True,
-                      f"correct on all {len(cases)} test inputs")
+                      f"correct on all {len(cases)} test inputs" if len(cases) > 1 else "correct")
+    points = 0.0
+    if question.partial:
+        right = sum(m is None for m in verdicts)
+        points = round(question.points * right / len(cases), 2)
+        if right:
+            first = f"right on {right} of {len(cases)} test inputs ({points:g} of {question.points:g} points); {first}"
     # Does the answer behave like a known mistake on every input?
     if all(e is None for e in errors):
         for mistake in question.mistakes:
@@ -229,10 +268,10 @@ def judge(question: Question, cases: Sequence[Case], outputs: Sequence[Any],
                 compare(got, _call(question, mistake.fn, c), question.rtol, question.atol) is None
                 for c, got in zip(cases, outputs)
             ):
-                return Result(question.id, 0, question.points, False,
+                return Result(question.id, points, question.points, False,
                               f"{first}. This looks like a common mistake, {mistake.name}: {mistake.hint}",
                               mistake=mistake.name)
-    return Result(question.id, 0, question.points, False, first)
+    return Result(question.id, points, question.points, False, first)
 
 
 # ---------------------------------------------------------------------------

@@ -6,6 +6,8 @@ the question gives, so a correct answer is a drop-in equal of torch.optim's upda
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from book.grading.core import Case, Mistake, Question
@@ -284,4 +286,63 @@ adamw_step = Question(
     forbidden=NOT_THE_LIBRARY,
 )
 
-QUESTIONS = [adagrad_step, rmsprop_step, adam_step, adamw_step]
+# ---------------------------------------------------------------------------
+# 5. Predict: the size of Adam's first step
+
+FIRST_GRADS = (0.02, -5.0, 1e-9)
+
+
+def _first_cases(device):
+    return [Case("your predictions for the gradients 0.02, -5 and 1e-9")]
+
+
+def _first_ref():
+    out = []
+    for g in FIRST_GRADS:
+        p = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.Adam([p], lr=1e-3)
+        p.grad = torch.full((1,), g, dtype=torch.float64)
+        opt.step()
+        out.append(float(p.detach()))
+    return tuple(out)
+
+
+def _first_generic(*, bias=True, eps=1e-8, sgd=False):
+    out = []
+    for g in FIRST_GRADS:
+        if sgd:
+            out.append(-1e-3 * g)
+            continue
+        m, v = 0.1 * g, 0.001 * g * g
+        if bias:
+            m, v = m / 0.1, v / 0.001
+        out.append(-1e-3 * m / (math.sqrt(v) + eps))
+    return tuple(out)
+
+
+adam_first_step = Question(
+    id="adam_first_step",
+    chapter=CHAPTER,
+    function="adam_first_step",
+    points=2,
+    title="Predict: the size of Adam's first step",
+    kind="predict",
+    cases=_first_cases,
+    reference=_first_ref,
+    rtol=0.02,
+    atol=0.0,
+    mistakes=(
+        Mistake("no bias correction", lambda: _first_generic(bias=False),
+                "after one step m = (1 − β1) g and v = (1 − β2) g²; dividing by 1 − β1 and 1 − β2 undoes that "
+                "shrinkage, so m̂ = g and v̂ = g² exactly."),
+        Mistake("eps left out", lambda: _first_generic(eps=0.0),
+                "with m̂ = g and √v̂ = |g| the step is lr · g / (|g| + eps): lr itself while |g| ≫ eps, but "
+                "much smaller once |g| is comparable to eps = 1e-8."),
+        Mistake("the step of plain SGD", lambda: _first_generic(sgd=True),
+                "Adam divides by the root of the second moment: its first step does not scale with g."),
+    ),
+    forbidden=NOT_THE_LIBRARY,
+)
+
+
+QUESTIONS = [adagrad_step, rmsprop_step, adam_step, adamw_step, adam_first_step]

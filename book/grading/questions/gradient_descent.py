@@ -207,4 +207,53 @@ backtracking = Question(
     forbidden=NOT_THE_LIBRARY,
 )
 
-QUESTIONS = [gd_iterates, newton_step, backtracking]
+# ---------------------------------------------------------------------------
+# 4. Predict: how many steps gradient descent needs at condition number 100
+
+KAPPA, TOL = 100.0, 1e-6
+
+
+def _steps_cases(device):
+    return [Case("your prediction of the number of steps")]
+
+
+def _steps_ref():
+    # On f = ½(μ x1² + L x2²) with lr = 1/L, x2 is 0 after one step and x1 shrinks by exactly
+    # (1 − μ/L) per step: the first k with (1 − 1/κ)^k ≤ 1e-6. Counted by running it in float64 too.
+    x, k = 1.0, 0
+    while abs(x) > TOL:
+        x, k = x * (1.0 - 1.0 / KAPPA), k + 1
+    return float(k)
+
+
+gd_steps = Question(
+    id="gd_steps",
+    chapter=CHAPTER,
+    function="gd_steps",
+    points=2,
+    title="Predict: steps to 1e-6 at condition number 100",
+    kind="predict",
+    cases=_steps_cases,
+    reference=_steps_ref,
+    rtol=0.05,
+    atol=0.0,
+    mistakes=(
+        Mistake("the condition number squared", lambda: KAPPA ** 2 * math.log(1 / TOL),
+                "each step shrinks the slow coordinate by the factor 1 − 1/κ, so the count grows like κ, "
+                "not κ²: k ≈ κ · ln(1/ε)."),
+        Mistake("the rate of the best fixed step, 2/(μ + L)", lambda: math.ceil(math.log(TOL) / math.log(
+                (KAPPA - 1) / (KAPPA + 1))),
+                "that rate, (κ − 1)/(κ + 1), belongs to the step 2/(μ + L); the question fixes lr = 1/L, "
+                "whose factor on the slow coordinate is 1 − μ/L = 1 − 1/κ."),
+        Mistake("the square root of the condition number", lambda: math.sqrt(KAPPA) * math.log(1 / TOL),
+                "√κ · ln(1/ε) is what momentum reaches (chapter 4); plain gradient descent needs about "
+                "κ · ln(1/ε)."),
+        Mistake("the condition number left out", lambda: math.log(1 / TOL),
+                "ln(1/ε) ≈ 14 would be the count if every step shrank the error by the factor e; here a "
+                "step shrinks it only by 1 − 1/κ."),
+    ),
+    forbidden=NOT_THE_LIBRARY,
+)
+
+
+QUESTIONS = [gd_iterates, newton_step, backtracking, gd_steps]

@@ -238,4 +238,69 @@ focal = Question(
 )
 
 
-QUESTIONS = [cross_entropy, huber, focal]
+# ---------------------------------------------------------------------------
+# 4. Derive: the gradient of the mean softmax cross-entropy with respect to the logits
+
+
+def _ce_grad_cases(device):
+    g = torch.Generator().manual_seed(740)
+
+    def logits(n, c, scale=1.0, dtype=torch.float64):
+        return (scale * torch.randn(n, c, generator=g, dtype=torch.float64)).to(dtype).to(device)
+
+    def labels(n, c):
+        return torch.randint(0, c, (n,), generator=g).to(device)
+
+    return [
+        Case("4 examples, 3 classes, float64", (logits(4, 3), labels(4, 3))),
+        Case("one example, 5 classes", (logits(1, 5), labels(1, 5))),
+        Case("16 examples, 10 classes, float32", (logits(16, 10, dtype=torch.float32), labels(16, 10))),
+        Case("two classes, 8 examples", (logits(8, 2), labels(8, 2))),
+        Case("large logits (scale 1e3): the softmax must not overflow", (logits(6, 4, scale=1e3), labels(6, 4))),
+        Case("every example of the same class", (logits(5, 3), torch.zeros(5, dtype=torch.int64, device=device))),
+    ]
+
+
+def _ce_grad_ref(logits, target):
+    z = logits.detach().clone().requires_grad_(True)
+    F.cross_entropy(z, target).backward()
+    return z.grad
+
+
+def _ce_grad_generic(logits, target, *, no_mean=False, sign=1.0, no_onehot=False, log=False):
+    p = torch.log_softmax(logits, dim=1) if log else torch.softmax(logits, dim=1)
+    y = torch.zeros_like(p).scatter_(1, target[:, None], 1.0)
+    d = p if no_onehot else p - y
+    return sign * d / (1 if no_mean else logits.shape[0])
+
+
+cross_entropy_grad = Question(
+    id="cross_entropy_grad",
+    chapter=CHAPTER,
+    function="cross_entropy_grad",
+    points=3,
+    title="Derive: the gradient of softmax cross-entropy",
+    kind="derive",
+    partial=True,
+    cases=_ce_grad_cases,
+    reference=_ce_grad_ref,
+    rtol=1e-5,
+    atol=1e-8,
+    mistakes=(
+        Mistake("the sum's gradient, not the mean's", lambda z, y: _ce_grad_generic(z, y, no_mean=True),
+                "the loss is the MEAN over the N examples, so each row of the gradient carries a factor 1/N."),
+        Mistake("the sign flipped", lambda z, y: _ce_grad_generic(z, y, sign=-1.0),
+                "raising the right class's logit lowers the loss: ∂L/∂z_iy = (p_iy − 1)/N < 0, so the gradient "
+                "is (softmax(z) − onehot(y)) / N, not its negative."),
+        Mistake("the one-hot term missing", lambda z, y: _ce_grad_generic(z, y, no_onehot=True),
+                "differentiate −z_iy as well as log Σ_c exp(z_ic): the first gives −1 at the true class, the "
+                "second gives softmax(z_i)."),
+        Mistake("log-softmax in place of softmax", lambda z, y: _ce_grad_generic(z, y, log=True),
+                "the derivative of log Σ_c exp(z_c) with respect to z_k is exp(z_k) / Σ_c exp(z_c), the "
+                "softmax itself, not its logarithm."),
+    ),
+    forbidden=NOT_THE_LIBRARY,
+)
+
+
+QUESTIONS = [cross_entropy, huber, focal, cross_entropy_grad]

@@ -208,4 +208,76 @@ optimal_momentum = Question(
     forbidden=NOT_THE_LIBRARY,
 )
 
-QUESTIONS = [momentum_step, nesterov_step, optimal_momentum]
+
+# ---------------------------------------------------------------------------
+# 4. Derive: the rate of heavy ball on one curvature
+
+
+def _rate_cases(device) -> list[Case]:
+    mu, L = 1.0, 100.0
+    lr_opt = 4.0 / (math.sqrt(L) + math.sqrt(mu)) ** 2
+    beta_opt = ((math.sqrt(L) - math.sqrt(mu)) / (math.sqrt(L) + math.sqrt(mu))) ** 2
+    return [
+        Case("lr 0.5, beta 0.81, h 1 (complex roots)", (0.5, 0.81, 1.0)),
+        Case("lr 0.1, beta 0.1, h 1 (real roots)", (0.1, 0.1, 1.0)),
+        Case("lr 0.3, beta 0, h 2 (gradient descent)", (0.3, 0.0, 2.0)),
+        Case("lr 3.9, beta 0.9, h 1 (diverges)", (3.9, 0.9, 1.0)),
+        Case("the optimal lr and beta for [1, 100], at h = mu", (lr_opt, beta_opt, mu)),
+        Case("the optimal lr and beta for [1, 100], at h = L", (lr_opt, beta_opt, L)),
+        Case("a double root: lr 0.25, beta 0.25, h 1", (0.25, 0.25, 1.0)),
+        Case("lr 1.2, beta 0.05, h 1 (a negative real root)", (1.2, 0.05, 1.0)),
+    ]
+
+
+def _rate_ref(lr, beta, h):
+    T = torch.tensor([[1.0 + beta - lr * h, -beta], [1.0, 0.0]], dtype=torch.float64)
+    return float(torch.linalg.eigvals(T).abs().max())
+
+
+def _rate_real_part(lr, beta, h):
+    t = 1.0 + beta - lr * h
+    disc = t * t - 4 * beta
+    if disc < 0:
+        return abs(t) / 2
+    return max(abs((t + math.sqrt(disc)) / 2), abs((t - math.sqrt(disc)) / 2))
+
+
+def _rate_no_abs(lr, beta, h):
+    t = 1.0 + beta - lr * h
+    disc = t * t - 4 * beta
+    if disc < 0:
+        return math.sqrt(beta)
+    return max((t + math.sqrt(disc)) / 2, (t - math.sqrt(disc)) / 2)
+
+
+heavy_ball_rate = Question(
+    id="heavy_ball_rate",
+    chapter=CHAPTER,
+    function="heavy_ball_rate",
+    points=3,
+    title="Derive: the rate of heavy ball on one curvature",
+    kind="derive",
+    partial=True,
+    cases=_rate_cases,
+    reference=_rate_ref,
+    # at a double root (the optimal parameters put one there) an eigenvalue routine loses half the
+    # digits: agreement to about 1e-8 is all float64 allows
+    rtol=1e-6,
+    atol=1e-9,
+    mistakes=(
+        Mistake("always the square root of beta", lambda lr, beta, h: math.sqrt(beta),
+                "|z| = √β holds only when the two roots are complex (a negative discriminant); with real "
+                "roots the larger |root| is bigger than √β."),
+        Mistake("the rate of gradient descent", lambda lr, beta, h: abs(1.0 - lr * h),
+                "momentum changes the iteration: its matrix [[1 + β − ηh, −β], [1, 0]] has the characteristic "
+                "polynomial z² − (1 + β − ηh) z + β."),
+        Mistake("the real part of complex roots", _rate_real_part,
+                "complex roots z = (t ± i√(4β − t²))/2 have modulus √(t² + 4β − t²)/2 = √β, not |t|/2."),
+        Mistake("the largest root instead of the largest modulus", _rate_no_abs,
+                "the rate is the spectral radius, max |z|: a negative root of large size makes the "
+                "iterates alternate in sign and counts as much as a positive one."),
+    ),
+    forbidden=NOT_THE_LIBRARY + ("torch.linalg", "numpy.linalg", "numpy.roots", "numpy.polynomial", "scipy"),
+)
+
+QUESTIONS = [momentum_step, nesterov_step, optimal_momentum, heavy_ball_rate]
