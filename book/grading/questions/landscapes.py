@@ -215,4 +215,58 @@ conditioning = Question(
     forbidden=("book.landscapes.ill_conditioned_quadratic",),
 )
 
-QUESTIONS = [quadratic_gradient, classify, conditioning]
+# ---------------------------------------------------------------------------
+# 4. Predict: the condition number of Himmelblau's function at its minimum (3, 2)
+
+
+def _kappa_cases(device):
+    return [Case("your prediction of the condition number at (3, 2)")]
+
+
+def _kappa_ref():
+    from book.landscapes import hessian
+
+    H = hessian(himmelblau, torch.tensor([3.0, 2.0], dtype=torch.float64))
+    lam = torch.linalg.eigvalsh(H)
+    return float(lam[-1] / lam[0])
+
+
+def _smallest():
+    return float(torch.linalg.eigvalsh(torch.tensor([[74.0, 20.0], [20.0, 34.0]], dtype=torch.float64))[0])
+
+
+def _kappa_of(H):
+    lam = torch.linalg.eigvalsh(torch.tensor(H, dtype=torch.float64))
+    return float(lam[-1] / lam[0])
+
+
+himmelblau_kappa = Question(
+    id="himmelblau_kappa",
+    chapter=CHAPTER,
+    function="himmelblau_kappa",
+    points=2,
+    title="Predict: the condition number of Himmelblau's function at (3, 2)",
+    kind="predict",
+    cases=_kappa_cases,
+    reference=_kappa_ref,
+    rtol=0.03,
+    atol=0.0,
+    mistakes=(
+        Mistake("the ratio of the diagonal entries", lambda: 74.0 / 34.0,
+                "the diagonal of the Hessian is not its spectrum: the off-diagonal 20 pushes the eigenvalues "
+                "apart. Solve λ² − (trace) λ + det = 0."),
+        Mistake("the inverse ratio, mu / L", lambda: 1.0 / _kappa_ref(),
+                "the condition number is the largest eigenvalue over the smallest, L/μ ≥ 1."),
+        Mistake("the largest eigenvalue alone", lambda: _kappa_of([[74.0, 20.0], [20.0, 34.0]]) * _smallest(),
+                "κ is a ratio, L/μ: it has no units, and scaling f does not change it."),
+        Mistake("each residual's own square left out of the other's curvature",
+                lambda: _kappa_of([[72.0, 20.0], [20.0, 32.0]]),
+                "both squared terms curve in both directions: ∂²/∂x² of (x + y² − 7)² adds 2, and "
+                "∂²/∂y² of (x² + y − 11)² adds 2. At (3, 2) the Hessian is [[74, 20], [20, 34]]."),
+    ),
+    forbidden=("book.landscapes.hessian", "book.landscapes.gradient", "torch.autograd", "torch.func", "torch.linalg",
+               "numpy.linalg", "scipy"),
+)
+
+
+QUESTIONS = [quadratic_gradient, classify, conditioning, himmelblau_kappa]
