@@ -424,12 +424,15 @@ class Guard:
         _thread_setprofile(self._hook)
         _setprofile(self._hook)
 
-    def stop(self) -> None:
+    def stop(self, expired: bool = False) -> None:
+        """Stop watching. ``expired``: the time limit interrupted the answer, possibly inside the
+        hook (which Python then unsets), so a missing hook is not held against it."""
         hook = _getprofile()
         _setprofile(self._previous)
         _thread_setprofile(None)
         self._previous = None
-        if getattr(hook, "__func__", None) is not Guard._hook or getattr(hook, "__self__", None) is not self:
+        if not expired and (getattr(hook, "__func__", None) is not Guard._hook
+                            or getattr(hook, "__self__", None) is not self):
             self._tamper("the check's profile hook was removed or replaced")
         if self.mode is not None:
             from torch.utils._python_dispatch import _get_current_dispatch_mode

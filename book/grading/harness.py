@@ -297,8 +297,42 @@ def sam_call(fn, loss_fn, params, rho, lr):
     return out, untouched(params, before, "params")
 
 
+def make_mlp(spec: dict) -> torch.nn.Module:
+    """A small tanh network ``Linear → Tanh → ... → Linear`` of the widths ``spec["sizes"]``, in
+    ``spec["dtype"]``, its weights drawn from ``spec["seed"]`` (the same network in every process)."""
+    g = _gen(int(spec["seed"]))
+    dtype = getattr(torch, spec.get("dtype", "float64"))
+    sizes = [int(n) for n in spec["sizes"]]
+    layers: list[torch.nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        lin = torch.nn.Linear(a, b, dtype=dtype)
+        with torch.no_grad():
+            lin.weight.copy_(torch.randn(b, a, generator=g, dtype=torch.float64) / math.sqrt(a))
+            lin.bias.copy_(0.1 * torch.randn(b, generator=g, dtype=torch.float64))
+        layers.append(lin)
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.Tanh())
+    return torch.nn.Sequential(*layers)
+
+
+def train_call(fn, spec, X, y, X_val, y_val, lr, epochs, batch_size, seed):
+    """Build the case's network, run the answer's training loop on it; compare (the parameters
+    after training, the training losses, the validation losses)."""
+    model = make_mlp(spec)
+    out = fn(model, X, y, X_val, y_val, lr, epochs, batch_size, seed)
+    params = [p.detach().clone() for p in model.parameters()]
+    if isinstance(out, (tuple, list)) and len(out) == 2:
+        train, val = out
+        as_tensor = lambda h: torch.tensor([float(v) for v in h], dtype=torch.float64)  # noqa: E731
+        try:
+            return params, as_tensor(train), as_tensor(val)
+        except (TypeError, ValueError):
+            return params, train, val
+    return params, out, None
+
+
 CALLS = {f.__name__: f for f in (successive_halving_call, random_search_call, average_gradients_call,
-                                 newton_schulz_call, lion_call, adafactor_call, sam_call)}
+                                 newton_schulz_call, lion_call, adafactor_call, sam_call, train_call)}
 
 
 def call_name(call) -> str | None:

@@ -32,6 +32,9 @@ from book.grading.harness import call_name, pack
 from book.grading.questions import chapters, questions_for
 from book.grading.static import forbidden_message, forbidden_uses
 
+# Imported in the grading process before the answers run when a question trains a network:
+# torch.optim's first step imports torch._dynamo (1.5 s), much slower under the check's hook.
+WARM = ["torch._dynamo"]
 STARTUP_S = 60.0  # importing torch in a fresh process can take a while on a busy machine
 
 
@@ -192,7 +195,9 @@ def run_answers(sources: list[str], questions: list[Question], cases: dict[str, 
 
             try:
                 proc.stdin.write(json.dumps({"cells": sources, "questions": [specs[r] for r in remaining],
-                                             "timeout": timeout, "memory_mb": memory_mb, "watch": bool(watch)}) + "\n")
+                                             "timeout": timeout, "memory_mb": memory_mb, "watch": bool(watch),
+                                             "warm": WARM if any(by_id[r].kind in ("build", "tune")
+                                                                 for r in remaining) else []}) + "\n")
                 proc.stdin.flush()
             except BrokenPipeError:
                 pass
@@ -258,6 +263,8 @@ def run_answers(sources: list[str], questions: list[Question], cases: dict[str, 
                     ev = dict(event)
                     ev["status"] = "timeout" if kind == "timeout" else ("missing" if event.get("missing") else "result")
                     ev["cell_errors"] = cell_errors
+                    if kind == "timeout":
+                        ev["message"] = f"your function did not finish within {timeout:g} s"
                     if live.get(current):
                         ev["ran"] = sorted(set(ev.get("ran") or []) | live[current])
                     events[current] = ev

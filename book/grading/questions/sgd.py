@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from book.grading.core import Case, Mistake, Question
+from book.grading.harness import train_call
 
 CHAPTER = "03_sgd"
 NOT_THE_LIBRARY = ("book.data", "book.train", "book.optim", "torch.optim", "torch.utils.data")
@@ -185,4 +186,113 @@ sgd_epoch = Question(
     forbidden=NOT_THE_LIBRARY,
 )
 
-QUESTIONS = [minibatch_indices, minibatch_gradient, sgd_epoch]
+
+# ---------------------------------------------------------------------------
+# 4. Build: a training loop
+
+
+def _train_cases(device):
+    g = torch.Generator().manual_seed(330)
+    out = []
+    for label, sizes, n, n_val, lr, epochs, batch, seed, dtype in [
+        ("a 3-8-1 network, 50 examples in batches of 8, 3 epochs", (3, 8, 1), 50, 20, 0.1, 3, 8, 0, "float64"),
+        ("a 2-16-16-1 network, 64 examples in batches of 16, 2 epochs", (2, 16, 16, 1), 64, 16, 0.05, 2, 16, 1,
+         "float64"),
+        ("one batch holding all 30 examples, 4 epochs", (4, 6, 1), 30, 10, 0.2, 4, 64, 2, "float64"),
+        ("batches of one example, 1 epoch", (2, 5, 1), 12, 6, 0.05, 1, 1, 3, "float64"),
+        ("a 5-10-2 network with two outputs, float32, 2 epochs", (5, 10, 2), 40, 12, 0.1, 2, 7, 4, "float32"),
+    ]:
+        d, k = sizes[0], sizes[-1]
+        dt = getattr(torch, dtype)
+        W = torch.randn(d, k, generator=g, dtype=torch.float64)
+        X = torch.randn(n + n_val, d, generator=g, dtype=torch.float64)
+        Y = torch.tanh(X @ W) + 0.1 * torch.randn(n + n_val, k, generator=g, dtype=torch.float64)
+        X, Y = X.to(dt).to(device), Y.to(dt).to(device)
+        spec = {"sizes": list(sizes), "seed": 500 + seed, "dtype": dtype}
+        out.append(Case(label, (spec, X[:n], Y[:n], X[n:], Y[n:], lr, epochs, batch, seed)))
+    return out
+
+
+def _mse(model, X, y):
+    return ((model(X) - y) ** 2).mean()
+
+
+def _train_generic(model, X, y, X_val, y_val, lr, epochs, batch_size, seed, *, no_zero_grad=False, in_order=False,
+                   last_batch=False, unweighted=False, one_generator=False, val_before=False):
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    n = X.shape[0]
+    train, val = [], []
+    g = torch.Generator().manual_seed(seed)
+    for epoch in range(epochs):
+        if val_before:
+            with torch.no_grad():
+                val.append(_mse(model, X_val, y_val).item())
+        if in_order:
+            perm = torch.arange(n)
+        else:
+            perm = torch.randperm(n, generator=g if one_generator else torch.Generator().manual_seed(seed + epoch))
+        total, losses = 0.0, []
+        for idx in perm.to(X.device).split(batch_size):
+            if not no_zero_grad:
+                opt.zero_grad()
+            loss = _mse(model, X[idx], y[idx])
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+            losses.append(loss.item())
+        if last_batch:
+            train.append(losses[-1])
+        elif unweighted:
+            train.append(sum(losses) / len(losses))
+        else:
+            train.append(total / n)
+        if not val_before:
+            with torch.no_grad():
+                val.append(_mse(model, X_val, y_val).item())
+    return train, val
+
+
+def _train_ref(model, X, y, X_val, y_val, lr, epochs, batch_size, seed):
+    return _train_generic(model, X, y, X_val, y_val, lr, epochs, batch_size, seed)
+
+
+def _train_mistake(**kw):
+    return lambda *args: _train_generic(*args, **kw)
+
+
+train_loop = Question(
+    id="train_loop",
+    chapter=CHAPTER,
+    function="train",
+    points=4,
+    title="Build: a training loop with minibatches and validation",
+    kind="build",
+    partial=True,
+    cases=_train_cases,
+    reference=_train_ref,
+    call=train_call,
+    rtol=1e-6,
+    atol=1e-9,
+    mistakes=(
+        Mistake("the gradients never zeroed", _train_mistake(no_zero_grad=True),
+                "loss.backward() ADDS to each parameter's .grad: call optimizer.zero_grad() before every "
+                "backward, or each step uses the sum of all the gradients so far."),
+        Mistake("batches in data order", _train_mistake(in_order=True),
+                "draw each epoch's order with torch.randperm(n, generator=torch.Generator().manual_seed(seed + "
+                "epoch)); without shuffling, every epoch repeats the same sequence of batches."),
+        Mistake("one generator for every epoch", _train_mistake(one_generator=True),
+                "the task seeds a new generator with seed + epoch at the start of each epoch, so that an epoch's "
+                "order does not depend on how many numbers earlier epochs drew."),
+        Mistake("the last batch's loss recorded", _train_mistake(last_batch=True),
+                "record the epoch's mean training loss over all n examples: the sum of loss × batch size over "
+                "the batches, divided by n."),
+        Mistake("the mean of the batch losses", _train_mistake(unweighted=True),
+                "a last, smaller batch must count less: weight each batch's mean loss by its size, then "
+                "divide by n."),
+        Mistake("validation measured before the epoch's training", _train_mistake(val_before=True),
+                "evaluate on the validation set at the END of each epoch, after its last step."),
+    ),
+    forbidden=("book.train", "book.data", "book.optim", "torch.utils.data"),
+)
+
+QUESTIONS = [minibatch_indices, minibatch_gradient, sgd_epoch, train_loop]
