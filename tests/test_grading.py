@@ -87,7 +87,7 @@ def test_registry_is_well_formed():
 def test_every_known_mistake_fails_and_is_named(q, device):
     cases = list(q.cases(device))
     for m in q.mistakes:
-        outputs = [run_case(q, m.fn, c) for c in q.cases(device)]  # a fresh copy, as in a notebook
+        outputs = [run_case(q, m.fn, c) for c in copy.deepcopy(cases)]  # a fresh copy, as in a notebook
         result = judge(q, cases, outputs)
         assert not result.passed and result.points < q.points, f"{q.id}: mistake {m.name!r} passes"
         assert m.name in result.message, f"{q.id}: the message does not name {m.name!r}: {result.message}"

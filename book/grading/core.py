@@ -256,6 +256,10 @@ def judge(question: Question, cases: Sequence[Case], outputs: Sequence[Any],
         return Result(question.id, question.points, question.points, True,
                       f"correct on all {len(cases)} test inputs" if len(cases) > 1 else "correct")
     points = 0.0
+    if question.kind == "diagnose" and len({repr(o) for o in outputs}) == 1 and len(cases) > 1:
+        return Result(question.id, 0, question.points, False,
+                      f"{first}. Every run got the same answer, {outputs[0]!r}: read each run's curves "
+                      "(a constant answer earns nothing)")
     if question.partial:
         right = sum(m is None for m in verdicts)
         points = round(question.points * right / len(cases), 2)

@@ -11,6 +11,7 @@ import warnings
 import torch
 
 from book.grading.core import Case, Mistake, Question
+from book.grading.curves import CAUSES, training_run
 
 CHAPTER = "06_schedules"
 NOT_THE_LIBRARY = ("book.schedules", "book.train", "torch.optim")
@@ -260,4 +261,76 @@ plateau_lrs = Question(
 )
 
 
-QUESTIONS = [warmup_cosine, one_cycle, plateau_lrs]
+# ---------------------------------------------------------------------------
+# 4. Diagnose: what went wrong in a training run?
+#
+# Each check draws new runs (fresh seeds, a fresh order of causes), so an answer has to read the
+# curves: a fixed list of names learnt from the check's feedback is worth nothing on the next draw,
+# and the grader's own draw is another again. The true causes stay in this process (by run id).
+
+_TRUTH: dict[int, str] = {}
+
+
+def _diagnose_cases(device, seed=None):
+    import secrets
+
+    seed = secrets.randbits(31) if seed is None else seed
+    rng = torch.Generator().manual_seed(seed)
+    causes = [CAUSES[i] for i in torch.randperm(len(CAUSES), generator=rng).tolist()]
+    causes.append(CAUSES[int(torch.randint(len(CAUSES), (1,), generator=rng))])
+    out = []
+    with torch.random.fork_rng(devices=[]):
+        for i, cause in enumerate(causes):
+            history = training_run(cause, seed * 7 + i)
+            run = secrets.randbits(62)
+            while len(_TRUTH) > 10_000:
+                _TRUTH.pop(next(iter(_TRUTH)))
+            _TRUTH[run] = cause
+            history["run"] = run
+            out.append(Case(f"run {i + 1} of {len(causes)}", (history,)))
+    return out
+
+
+def _diagnose_ref(history):
+    return _TRUTH[history["run"]]
+
+
+def _rules(history, *, val_from_train=False, no_divergence=False, low_ratio=0.9):
+    train, val = history["train_loss"], history["val_loss"]
+    if not no_divergence and (not all(math.isfinite(v) for v in train + val) or train[-1] > train[0]):
+        return "lr too high"
+    if train[-1] > low_ratio * train[0]:
+        return "lr too low"
+    watched = train if val_from_train else val
+    if watched[-1] > 1.2 * min(watched):
+        return "overfitting"
+    return "well tuned"
+
+
+diagnose = Question(
+    id="diagnose",
+    chapter=CHAPTER,
+    function="diagnose",
+    points=3,
+    title="Diagnose: what went wrong in a training run?",
+    kind="diagnose",
+    partial=True,
+    cases=_diagnose_cases,
+    reference=_diagnose_ref,
+    mistakes=(
+        Mistake("overfitting looked for in the training loss",
+                lambda h: _rules(h, val_from_train=True),
+                "a model that overfits keeps LOWERING its training loss; it is the validation loss that turns "
+                "back up after its minimum."),
+        Mistake("divergence not recognised", lambda h: _rules(h, no_divergence=True),
+                "a step that is too large makes the loss end ABOVE where it started, or overflow to inf or "
+                "nan: check for both first."),
+        Mistake("any decrease taken for progress", lambda h: _rules(h, low_ratio=0.999),
+                "a run whose loss fell by 2 % in 60 epochs has barely moved: that is a learning rate far too "
+                "small, whatever the direction."),
+    ),
+    forbidden=NOT_THE_LIBRARY,
+)
+
+
+QUESTIONS = [warmup_cosine, one_cycle, plateau_lrs, diagnose]
