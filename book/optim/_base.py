@@ -93,18 +93,26 @@ class ListOptimizer(Optimizer):
         """
         loss = evaluate_closure(closure)
         for group in self.param_groups:
-            lists = self._init_group(group)
+            done = self._flat_step(group) if getattr(self, "compiled", False) else ()
+            lists = self._init_group(group, done) if done else self._init_group(group)
             if not lists[0]:
                 continue
             self._step_impl(group)(*lists, **{name: group[name] for name in self.HYPERPARAMETERS})
         return loss
 
-    def _gather(self, group: dict, keys: tuple[str, ...], new_state: Callable[[Tensor], dict]) -> tuple[list, ...]:
+    def _flat_step(self, group: dict) -> set[Tensor]:
+        """With ``compiled=True``: step the group's parameters that live in flat buffers, return them
+        (see :func:`book.optim.compiled.flat_step`). Here: none."""
+        return set()
+
+    def _gather(self, group: dict, keys: tuple[str, ...], new_state: Callable[[Tensor], dict],
+                skip: set | tuple = ()) -> tuple[list, ...]:
         """``params, grads`` and one list per state entry in ``keys``, for the group's parameters that have a
-        gradient; a parameter's state is ``new_state(p)`` the first time it steps (the usual ``_init_group``)."""
+        gradient (and are not in ``skip``: stepped already); a parameter's state is ``new_state(p)`` the first
+        time it steps (the usual ``_init_group``)."""
         params, grads, lists = [], [], [[] for _ in keys]
         for p in group["params"]:
-            if p.grad is None:
+            if p.grad is None or p in skip:
                 continue
             params.append(p)
             grads.append(dense_grad(p, type(self).__name__))
