@@ -135,26 +135,44 @@ def _compiled(kind: str) -> Callable[..., None]:
 
 
 def _call(kind: str, key: tuple, args: tuple) -> None:
+    fn = _compiled(kind)
+    if key in compile_seconds:
+        try:
+            fn(*args)  # the usual call: a cached program, nothing to trace
+            return
+        except Exception:  # noqa: BLE001 - a recompile (new guard) that needs the flag below; else it raises again
+            pass
+    start = time.perf_counter()
+    _with_captured_scalars(fn, args)
+    compile_seconds.setdefault(key, time.perf_counter() - start)
+
+
+def _with_captured_scalars(fn: Callable[..., None], args: tuple) -> None:
+    """Call ``fn`` while TorchDynamo turns ``tensor.item()`` into a symbolic scalar of the graph.
+
+    Without ``capture_scalar_outputs`` an ``.item()`` is a graph break, which ``fullgraph=True``
+    refuses; the flag matters only while tracing, so it is set around the calls that compile (a
+    first call, or a retry after a refused recompile) and not around every step (setting a dynamo
+    config costs microseconds, and it is global state).
+    """
     import torch._dynamo.config as dynamo_config
 
-    fn = _compiled(kind)
-    # capture_scalar_outputs: scalars[i].item() becomes a symbolic scalar of the graph, not a constant. Set and
-    # restored by hand around every call (a recompile can happen at any call): config.patch costs ~20 us a call.
     before = dynamo_config.capture_scalar_outputs
     dynamo_config.capture_scalar_outputs = True
     try:
-        if key in compile_seconds:
-            fn(*args)
-            return
-        start = time.perf_counter()
         fn(*args)
-        compile_seconds[key] = time.perf_counter() - start
     finally:
         dynamo_config.capture_scalar_outputs = before
 
 
+_last_scalars: list = [None, None]  # (values, device) and their tensor: reused while they repeat (SGD's lr)
+
+
 def _scalars(values: tuple[float, ...], device: torch.device) -> Tensor:
-    return torch.tensor(values, dtype=torch.float64, device=device)
+    key = (values, device)
+    if _last_scalars[0] != key:
+        _last_scalars[:] = [key, torch.tensor(values, dtype=torch.float64, device=device)]
+    return _last_scalars[1]
 
 
 def _adam_scalars(t: float, lr: float, betas: tuple[float, float], device: torch.device) -> Tensor:
