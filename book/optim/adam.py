@@ -72,8 +72,10 @@ class Adam(ListOptimizer):
         maximize: ascend the objective instead of descending it (default False).
         decoupled_weight_decay: decay the weights as AdamW does (default False; see
             :class:`AdamW`).
-        compiled: step each tensor with :func:`book.optim.compiled.adam`, the same math
-            compiled by ``torch.compile`` into one pass over memory (default False; opt-in:
+        compiled: keep each group's parameters, gradients and state as views into one flat
+            buffer per dtype and device, and step them all in one pass over memory:
+            :func:`book.optim.functional.adam_update` compiled by ``torch.compile``
+            (:mod:`book.optim.compiled`; default False; opt-in:
             the first step compiles for seconds). Overrides ``foreach``; kept as the attribute
             ``compiled``, not in the parameter groups or the ``state_dict``.
 

@@ -27,8 +27,10 @@ fused and sharded optimizers do: ``p.data``, ``p.grad`` and ``state[p]["exp_avg"
 of three long vectors, so a step is one compiled call over all of them — one loop, one start
 of the thread pool, whatever the number of tensors. The semantics are those of the
 single-tensor kernel: ``state[p]`` holds ``step``, ``exp_avg``, ... per parameter (views, so a
-``state_dict`` is torch.optim's), ``zero_grad`` sets the gradients to ``None`` (the next step
-then copies the fresh gradients into the buffer: one more read and write of the gradients), a
+``state_dict`` is torch.optim's), ``zero_grad()`` sets the gradients to ``None`` (backward then
+makes fresh ones, which the next step copies into the buffer: one more read and write of the
+gradients per step; ``zero_grad(set_to_none=False)`` zeroes the views in place instead, and
+backward accumulates straight into the buffer), a
 step in which some parameter has no gradient, or after which the step counts differ, takes
 the per-tensor path on the same views, and anything that replaced a view (``load_state_dict``,
 ``p.data = ...``, ``model.to(...)``, DistributedDataParallel's bucket views) is noticed at the

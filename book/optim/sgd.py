@@ -97,9 +97,11 @@ class SGD(Optimizer):
         maximize: ascend the objective instead of descending it (default False).
         foreach: ``None`` or ``True`` for the multi-tensor kernel, ``False`` for the
             single-tensor loop (default ``None``: multi-tensor).
-        compiled: step each tensor with :func:`book.optim.compiled.sgd`, the momentum
-            update compiled by ``torch.compile`` into one pass over memory (default False;
-            opt-in: the first step with a buffer compiles for seconds). Overrides
+        compiled: keep each group's parameters, gradients and momentum buffers as views into
+            one flat buffer per dtype and device, and step them all in one pass over memory:
+            :func:`book.optim.functional.sgd` compiled by ``torch.compile``
+            (:mod:`book.optim.compiled`; default False; opt-in: the first step with a buffer
+            compiles for seconds; the very first step creates the buffers per tensor). Overrides
             ``foreach``; kept as the attribute ``compiled``, not in the parameter groups.
 
     Raises:
