@@ -367,3 +367,45 @@ def test_flat_step_under_ddp_and_zero_equals_torch(compiles):
     for rank, diffs in enumerate(results):
         for kind, diff in diffs.items():
             assert diff < 1e-5, f"rank {rank}, {kind}: {diff}"
+
+
+def test_flat_layout_follows_the_model(compiles):
+    """The flat buffers follow what happens to the parameters and the optimizer: a torch.optim state_dict
+    loaded in, a parameter re-pointed by hand (``p.data = ...``), a group added later, float64 beside
+    float32 in one group (one buffer per dtype). Throughout, the flat step equals torch's."""
+    import book.optim
+
+    gen = torch.Generator().manual_seed(6)
+    shapes = [(30, 20), (20,), (7,)]
+    ours, theirs = _pairs(shapes, gen, "cpu")
+    ours[2].data = ours[2].data.double()
+    theirs[2].data = theirs[2].data.double()
+    opt = book.optim.Adam(ours, lr=0.01, compiled=True)
+    ref = torch.optim.Adam(theirs, lr=0.01, foreach=False)
+
+    def steps(k):
+        for _ in range(k):
+            for a, b in zip(ours, theirs):
+                a.grad = torch.randn(a.shape, generator=gen, dtype=a.dtype)
+                b.grad = a.grad.clone()
+            opt.step()
+            ref.step()
+
+    steps(2)
+    assert len(opt._flat_groups[0][3]) == 2  # float32 and float64 buffers
+    opt.load_state_dict(ref.state_dict())  # torch's state in, copied into the buffers at the next step
+    steps(2)
+    _compare(opt, ref, ours, theirs)
+    with torch.no_grad():
+        fresh = ours[0].detach().clone() + 1
+        ours[0].data = fresh  # out of the buffer: the layout is rebuilt from the parameter's new values
+        theirs[0].add_(1)
+    steps(2)
+    _compare(opt, ref, ours, theirs)
+    extra, extra_ref = _pairs([(5, 5)], gen, "cpu")
+    opt.add_param_group({"params": extra, "lr": 0.02})
+    ref.add_param_group({"params": extra_ref, "lr": 0.02})
+    ours, theirs = ours + extra, theirs + extra_ref
+    steps(2)
+    _compare(opt, ref, ours, theirs)
+    assert set(opt._flat_groups) == {0, 1}

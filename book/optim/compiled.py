@@ -63,6 +63,7 @@ References:
 
 from __future__ import annotations
 
+import collections
 import functools
 import shutil
 import time
@@ -419,7 +420,7 @@ def _groups_of(params: list[Tensor], ours: set[int]) -> tuple[dict, list[Tensor]
     by_kind: dict[tuple, list[Tensor]] = {}
     rest = []
     ptrs = [p.untyped_storage().data_ptr() for p in params]
-    shared = {ptr for ptr in ptrs if ptrs.count(ptr) > 1} - ours
+    shared = {ptr for ptr, count in collections.Counter(ptrs).items() if count > 1} - ours
     for p, ptr in zip(params, ptrs):
         if _flattenable(p) and ptr not in shared and (ptr in ours or _owns_storage(p)):
             by_kind.setdefault((p.dtype, p.device), []).append(p)
