@@ -168,27 +168,28 @@ def _with_captured_scalars(fn: Callable[..., None], args: tuple) -> None:
         dynamo_config.capture_scalar_outputs = before
 
 
-_last_scalars: list = [None, None]  # (values, device) and their tensor: reused while they repeat (SGD's lr)
+_last_scalars: list = [None, None]  # values and their tensor: reused while they repeat (SGD's lr)
 
 
-def _scalars(values: tuple[float, ...], device: torch.device) -> Tensor:
-    key = (values, device)
-    if _last_scalars[0] != key:
-        _last_scalars[:] = [key, torch.tensor(values, dtype=torch.float64, device=device)]
+def _scalars(values: tuple[float, ...]) -> Tensor:
+    """The per-step scalars as one float64 tensor **on the CPU**, whatever the parameters' device: the
+    compiled program reads them with ``.item()``, which on a GPU tensor would wait for the GPU every step."""
+    if _last_scalars[0] != values:
+        _last_scalars[:] = [values, torch.tensor(values, dtype=torch.float64)]
     return _last_scalars[1]
 
 
-def _adam_scalars(t: float, lr: float, betas: tuple[float, float], device: torch.device) -> Tensor:
+def _adam_scalars(t: float, lr: float, betas: tuple[float, float]) -> Tensor:
     """Adam's per-step scalars at step ``t`` as one tensor, computed by the kernel's own
     :func:`book.optim.functional.adam_scalars`: ``[lr, step_size, bias_correction2_sqrt]``."""
-    return _scalars((lr, *F.adam_scalars(t, lr, betas)), device)
+    return _scalars((lr, *F.adam_scalars(t, lr, betas)))
 
 
 def _adam_call(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, t, *, lr, betas, eps, weight_decay, amsgrad,
                maximize, decoupled_weight_decay) -> None:
     options = (bool(amsgrad), bool(maximize), bool(decoupled_weight_decay))
     key = ("adam", options, weight_decay != 0, param.dtype, param.device.type)
-    scalars = _adam_scalars(t, lr, betas, param.device)
+    scalars = _adam_scalars(t, lr, betas)
     _call("adam", key, (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else None, scalars,
                         tuple(betas), eps, weight_decay, *options))
 
@@ -196,7 +197,7 @@ def _adam_call(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, t, *, lr, betas
 def _sgd_call(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_decay, nesterov, maximize) -> None:
     key = ("sgd", (momentum != 0, bool(nesterov), bool(maximize)), weight_decay != 0, param.dtype,
            param.device.type)
-    _call("sgd", key, (param, grad, momentum_buffer, _scalars((lr,), param.device), momentum, dampening,
+    _call("sgd", key, (param, grad, momentum_buffer, _scalars((lr,)), momentum, dampening,
                        weight_decay, bool(nesterov), bool(maximize)))
 
 
