@@ -409,3 +409,18 @@ def test_flat_layout_follows_the_model(compiles):
     steps(2)
     _compare(opt, ref, ours, theirs)
     assert set(opt._flat_groups) == {0, 1}
+
+
+def test_a_new_constant_hyperparameter_compiles_again_and_stays_right(compiles):
+    """betas, eps, momentum and weight decay are constants of the compiled program: a new value compiles
+    once more (under the flag that captures .item()), and the results still equal the kernel's."""
+    gen = torch.Generator().manual_seed(7)
+    p = torch.randn(N, generator=gen)
+    ours = [p.clone(), torch.zeros(N), torch.zeros(N), None, torch.tensor(0.0)]
+    kernel = [p.clone(), torch.zeros(N), torch.zeros(N), None, torch.tensor(0.0)]
+    for betas in [(0.9, 0.999), (0.85, 0.99), (0.9, 0.999)]:
+        grad = torch.randn(N, generator=gen)
+        compiled.adam(ours[0], grad, *ours[1:], lr=0.01, betas=betas)
+        F.adam(kernel[0], grad, *kernel[1:], lr=0.01, betas=betas)
+    for name, a, b in zip(["param", "exp_avg", "exp_avg_sq"], ours, kernel):
+        _assert_close(a, b, name)

@@ -138,12 +138,14 @@ def _compiled(kind: str) -> Callable[..., None]:
 
 
 def _call(kind: str, key: tuple, args: tuple) -> None:
+    from torch._dynamo.exc import TorchDynamoException
+
     fn = _compiled(kind)
     if key in compile_seconds:
         try:
             fn(*args)  # the usual call: a cached program, nothing to trace
             return
-        except Exception:  # noqa: BLE001 - a recompile (new guard) that needs the flag below; else it raises again
+        except TorchDynamoException:  # a recompile (a new guard) refused without the flag below: trace again with it
             pass
     start = time.perf_counter()
     _with_captured_scalars(fn, args)
