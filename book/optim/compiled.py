@@ -17,8 +17,9 @@ corrections). The only thing added around them is where the scalars come from: t
 rate and Adam's two bias-corrected factors travel in one small float64 tensor and are read
 inside the compiled graph (``.item()``, captured as symbolic scalars), so a new step or a
 schedule's new learning rate is new *data*, not a new program. The other hyperparameters
-(betas, eps, momentum, weight decay) are constants of the program: changing one compiles
-again (once per value).
+(betas, eps, momentum, dampening, weight decay) are constants of the program: a new value
+compiles one more variant (a second or so with a warm cache), up to :data:`RECOMPILE_LIMIT`
+variants per process.
 
 One pass over every layout. A model is not one tensor but hundreds (weights, biases, norms).
 With ``compiled=True`` the optimizer classes keep each group's parameters, their gradients and
@@ -75,11 +76,14 @@ from torch import Tensor
 from book.optim import functional as F
 from book.optim._base import step_counter
 
-__all__ = ["adam", "adamw", "sgd", "FlatGroup", "flat_step", "available", "compile_seconds", "MIN_NUMEL"]
+__all__ = ["adam", "adamw", "sgd", "FlatGroup", "flat_step", "available", "compile_seconds", "MIN_NUMEL", "RECOMPILE_LIMIT"]
 
 #: Single tensors with fewer elements than this take the eager kernel in :func:`adam` and
 #: :func:`sgd` (a compiled call's fixed overhead would cost more than the pass it saves).
 MIN_NUMEL = 2**15
+
+#: Variants (option sets, constant hyperparameters, dtypes) the compiled steps may have in one process.
+RECOMPILE_LIMIT = 64
 
 #: Wall-clock seconds spent in each option set's first (compiling) call, by cache key.
 compile_seconds: dict[tuple, float] = {}
@@ -162,12 +166,15 @@ def _with_captured_scalars(fn: Callable[..., None], args: tuple) -> None:
     """
     import torch._dynamo.config as dynamo_config
 
-    before = dynamo_config.capture_scalar_outputs
+    before = dynamo_config.capture_scalar_outputs, dynamo_config.recompile_limit
     dynamo_config.capture_scalar_outputs = True
+    # each option set and constant (betas, eps, momentum, weight decay) is one variant of the same code: allow
+    # more than TorchDynamo's default 8 of them, for ours only (the limit is read when a variant compiles)
+    dynamo_config.recompile_limit = max(before[1], RECOMPILE_LIMIT)
     try:
         fn(*args)
     finally:
-        dynamo_config.capture_scalar_outputs = before
+        dynamo_config.capture_scalar_outputs, dynamo_config.recompile_limit = before
 
 
 _last_scalars: list = [None, None]  # values and their tensor: reused while they repeat (SGD's lr)
@@ -190,15 +197,16 @@ def _adam_scalars(t: float, lr: float, betas: tuple[float, float]) -> Tensor:
 def _adam_call(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, t, *, lr, betas, eps, weight_decay, amsgrad,
                maximize, decoupled_weight_decay) -> None:
     options = (bool(amsgrad), bool(maximize), bool(decoupled_weight_decay))
-    key = ("adam", options, weight_decay != 0, param.dtype, param.device.type)
+    betas, eps, weight_decay = (float(betas[0]), float(betas[1])), float(eps), float(weight_decay)
+    key = ("adam", options, betas, eps, weight_decay, param.dtype, param.device.type)
     scalars = _adam_scalars(t, lr, betas)
     _call("adam", key, (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else None, scalars,
-                        tuple(betas), eps, weight_decay, *options))
+                        betas, eps, weight_decay, *options))
 
 
 def _sgd_call(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_decay, nesterov, maximize) -> None:
-    key = ("sgd", (momentum != 0, bool(nesterov), bool(maximize)), weight_decay != 0, param.dtype,
-           param.device.type)
+    momentum, dampening, weight_decay = float(momentum), float(dampening), float(weight_decay)
+    key = ("sgd", (bool(nesterov), bool(maximize)), momentum, dampening, weight_decay, param.dtype, param.device.type)
     _call("sgd", key, (param, grad, momentum_buffer, _scalars((lr,)), momentum, dampening,
                        weight_decay, bool(nesterov), bool(maximize)))
 
