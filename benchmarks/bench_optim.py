@@ -439,8 +439,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="reuse TorchInductor's on-disk cache (default: a fresh one, so compile times are cold)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (parameters, state and triad on that device)")
     parser.add_argument("--variants", default=None,
-                        help=f"only these variants, e.g. book,book-compiled,torch-loop,torch-fused (from {','.join(VARIANTS)}; "
-                             "the ratios need torch's default and fused ones)")
+                        help=f"only these variants, e.g. book,book-compiled,torch-loop,torch-fused "
+                             f"(from {','.join(VARIANTS)}; the ratios need torch's default and fused ones)")
     parser.add_argument("--json", type=Path, default=None, help="also save the results here")
     args = parser.parse_args(argv)
     if args.quick:

@@ -76,7 +76,8 @@ from torch import Tensor
 from book.optim import functional as F
 from book.optim._base import step_counter
 
-__all__ = ["adam", "adamw", "sgd", "FlatGroup", "flat_step", "available", "compile_seconds", "MIN_NUMEL", "RECOMPILE_LIMIT"]
+__all__ = ["adam", "adamw", "sgd", "FlatGroup", "flat_step", "available", "compile_seconds", "MIN_NUMEL",
+           "RECOMPILE_LIMIT"]
 
 #: Single tensors with fewer elements than this take the eager kernel in :func:`adam` and
 #: :func:`sgd` (a compiled call's fixed overhead would cost more than the pass it saves).
