@@ -315,6 +315,7 @@ def run(
     target_s: float = 0.02,
     progress: bool = False,
     device: str | torch.device = "cpu",
+    variants: list[str] | None = None,
 ) -> dict:
     """Run the benchmark and return its results as a JSON-ready dict (see ``format_table``).
     On ``device="cuda"`` the parameters, gradients, state and the triad's arrays live on the GPU."""
@@ -336,6 +337,10 @@ def run(
                 started = time.perf_counter()
                 params = make_params(numel, layout, device=device)
                 made, missing = build_variants(name, params, use_compiled)
+                if variants is not None:  # only these (the rest are reported as not requested)
+                    for variant in [v for v in made if v not in variants]:
+                        del made[variant]
+                        missing[variant] = "not requested"
                 compile_before = dict(bcompiled.compile_seconds)
                 triad.sample(3)  # again between cells: keep the best pass of the whole run
                 timings, first = time_variants(made, repeats, target_s=target_s, device=device)
@@ -433,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warm-cache", action="store_true",
                         help="reuse TorchInductor's on-disk cache (default: a fresh one, so compile times are cold)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (parameters, state and triad on that device)")
+    parser.add_argument("--variants", default=None,
+                        help=f"only these variants, e.g. book,book-compiled,torch-loop,torch-fused "
+                             f"(from {','.join(VARIANTS)}; the ratios need torch's default and fused ones)")
     parser.add_argument("--json", type=Path, default=None, help="also save the results here")
     args = parser.parse_args(argv)
     if args.quick:
@@ -456,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         triad_numel=2**24 if args.quick else 2**25,
         progress=True,
         device=args.device,
+        variants=None if args.variants is None else args.variants.split(","),
     )
     print(format_table(results))
     if args.json is not None:

@@ -3,6 +3,7 @@ and the step itself (:class:`ListOptimizer`)."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch
@@ -47,11 +48,14 @@ def single_tensor_loop(kernel: Callable) -> Callable:
     its results.
     """
 
+    bare = inspect.unwrap(kernel)  # without its own no_grad: one for the whole list saves ~2 us per tensor
+
     def loop(*lists, **hyperparameters):
-        return [
-            kernel(*(None if lst is None else lst[i] for lst in lists), **hyperparameters)
-            for i in range(len(lists[0]))
-        ]
+        with torch.no_grad():
+            return [
+                bare(*(None if lst is None else lst[i] for lst in lists), **hyperparameters)
+                for i in range(len(lists[0]))
+            ]
 
     loop.__name__ = f"{kernel.__name__}_loop"
     loop.__doc__ = f"``{kernel.__name__}`` applied to each tensor of the lists in turn."
@@ -93,18 +97,26 @@ class ListOptimizer(Optimizer):
         """
         loss = evaluate_closure(closure)
         for group in self.param_groups:
-            lists = self._init_group(group)
+            done = self._flat_step(group) if getattr(self, "compiled", False) else ()
+            lists = self._init_group(group, done) if done else self._init_group(group)
             if not lists[0]:
                 continue
             self._step_impl(group)(*lists, **{name: group[name] for name in self.HYPERPARAMETERS})
         return loss
 
-    def _gather(self, group: dict, keys: tuple[str, ...], new_state: Callable[[Tensor], dict]) -> tuple[list, ...]:
+    def _flat_step(self, group: dict) -> set[Tensor]:
+        """With ``compiled=True``: step the group's parameters that live in flat buffers, return them
+        (see :func:`book.optim.compiled.flat_step`). Here: none."""
+        return set()
+
+    def _gather(self, group: dict, keys: tuple[str, ...], new_state: Callable[[Tensor], dict],
+                skip: set | tuple = ()) -> tuple[list, ...]:
         """``params, grads`` and one list per state entry in ``keys``, for the group's parameters that have a
-        gradient; a parameter's state is ``new_state(p)`` the first time it steps (the usual ``_init_group``)."""
+        gradient (and are not in ``skip``: stepped already); a parameter's state is ``new_state(p)`` the first
+        time it steps (the usual ``_init_group``)."""
         params, grads, lists = [], [], [[] for _ in keys]
         for p in group["params"]:
-            if p.grad is None:
+            if p.grad is None or p in skip:
                 continue
             params.append(p)
             grads.append(dense_grad(p, type(self).__name__))

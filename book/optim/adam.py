@@ -14,7 +14,6 @@ from book.optim._base import ListOptimizer, single_tensor_loop, step_counter, us
 __all__ = ["Adam", "AdamW"]
 
 _adam_loop = single_tensor_loop(F.adam)
-_adam_compiled_loop = _compiled.adam_multi  # large tensors compiled, small ones foreach
 
 
 class Adam(ListOptimizer):
@@ -73,8 +72,10 @@ class Adam(ListOptimizer):
         maximize: ascend the objective instead of descending it (default False).
         decoupled_weight_decay: decay the weights as AdamW does (default False; see
             :class:`AdamW`).
-        compiled: step each tensor with :func:`book.optim.compiled.adam`, the same math
-            compiled by ``torch.compile`` into one pass over memory (default False; opt-in:
+        compiled: keep each group's parameters, gradients and state as views into one flat
+            buffer per dtype and device, and step them all in one pass over memory:
+            :func:`book.optim.functional.adam_update` compiled by ``torch.compile``
+            (:mod:`book.optim.compiled`; default False; opt-in:
             the first step compiles for seconds). Overrides ``foreach``; kept as the attribute
             ``compiled``, not in the parameter groups or the ``state_dict``.
 
@@ -143,12 +144,22 @@ class Adam(ListOptimizer):
             group.setdefault("foreach", None)
             group.setdefault("decoupled_weight_decay", False)
 
-    def _init_group(self, group: dict) -> tuple[list, ...]:
-        """The group's parameters that have a gradient, with their gradients and state (created at the first step)."""
+    @staticmethod
+    def _keys(group: dict) -> tuple[str, ...]:
+        return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ()) + ("step",)
+
+    def _flat_step(self, group: dict) -> set:
+        """``compiled=True``: the group's parameters as views into flat buffers, stepped in one compiled pass."""
+        return _compiled.flat_step(self, group, self._keys(group), True, _compiled.adam_flat_kernel)
+
+    def _init_group(self, group: dict, skip: set | tuple = ()) -> tuple[list, ...]:
+        """The group's parameters that have a gradient (except ``skip``), with their gradients and state
+        (created at the first step)."""
         amsgrad = group["amsgrad"]
-        keys = ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if amsgrad else ()) + ("step",)
+        keys = self._keys(group)
         lists = self._gather(group, keys, lambda p: dict(step=step_counter(), exp_avg=zeros(p), exp_avg_sq=zeros(p),
-                                                          **({"max_exp_avg_sq": zeros(p)} if amsgrad else {})))
+                                                          **({"max_exp_avg_sq": zeros(p)} if amsgrad else {})),
+                             skip)
         return lists if amsgrad else (*lists[:4], None, lists[4])  # the kernels take max_exp_avg_sqs=None
 
     HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize",
@@ -156,8 +167,6 @@ class Adam(ListOptimizer):
 
     def _step_impl(self, group: dict) -> Callable:
         """The kernel on lists that steps this group: the multi-tensor one or the single-tensor loop."""
-        if getattr(self, "compiled", False):
-            return _adam_compiled_loop
         return F.adam_foreach if use_foreach(group) else _adam_loop
 
 

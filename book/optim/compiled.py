@@ -1,47 +1,51 @@
-r"""An opt-in one-pass path: the single-tensor kernels' math, compiled by ``torch.compile``.
+r"""An opt-in one-pass path: the functional kernels themselves, compiled by ``torch.compile``, on flat buffers.
 
 Why. An optimizer step does almost no arithmetic per number and moves a lot of memory:
 Adam reads :math:`\theta, g, m, v` and writes :math:`\theta, m, v` — 7 float32 arrays,
 28 bytes per parameter — for about a dozen flops. Written as tensor operations (the
 kernels of :mod:`book.optim.functional`, or torch's for-loop and foreach paths) each
-line is one pass over memory, with fresh temporaries (the denominator) that the
-operating system must map and zero. A compiler can fuse the lines into **one loop**
-that loads each array once, keeps the intermediates in registers and stores the
-results once: this is what ``torch.optim.Adam(fused=True)`` does in hand-written C++
-and CUDA, and what ``torch.compile`` (TorchInductor: C++/OpenMP on a CPU, Triton on a
-GPU) generates here from the same lines as the readable kernel.
+line is one pass over memory, with fresh temporaries (the denominator). A compiler can
+fuse the lines into **one loop** that loads each array once, keeps the intermediates in
+registers and stores the results once: what ``torch.optim.Adam(fused=True)`` does in
+hand-written C++ and CUDA, and what ``torch.compile`` (TorchInductor: C++/OpenMP on a CPU,
+Triton on a GPU) generates here.
 
-How. Each function below has the signature of its twin in :mod:`book.optim.functional`
-(:func:`adam`, :func:`adamw`, :func:`sgd`) and gives the same result within float32
-rounding (tested in ``tests/test_optim_compiled.py``). It
+The kernel written once. What is compiled is the readable kernel itself, not a copy of its
+arithmetic: :func:`book.optim.functional.sgd`, and :func:`book.optim.functional.adam_update`
+(the tensor part of :func:`book.optim.functional.adam`, after the step counter and the bias
+corrections). The only thing added around them is where the scalars come from: the learning
+rate and Adam's two bias-corrected factors travel in one small float64 tensor and are read
+inside the compiled graph (``.item()``, captured as symbolic scalars), so a new step or a
+schedule's new learning rate is new *data*, not a new program. The other hyperparameters
+(betas, eps, momentum, dampening, weight decay) are constants of the program: a new value
+compiles one more variant (a second or so with a warm cache), up to :data:`RECOMPILE_LIMIT`
+variants per process.
 
-1. increments the step counter and computes the step-dependent scalars (bias
-   corrections) in Python, in double precision, exactly as the kernel does;
-2. packs every scalar (learning rate, betas, ...) into one small float64 tensor, so
-   that a new value — a new step, a schedule's learning rate — is new *data*, not a new
-   program (``torch.compile`` specializes on Python floats and would recompile at every
-   step);
-3. calls a compiled step on a flat 1-D view of the tensors. The step is compiled once
-   per option set (``amsgrad``, ``maximize``, weight decay on/off ...) with dynamic
-   shapes, so one compilation serves every parameter size, dtype and device (the
-   dtype and device are guarded by ``torch.compile`` itself and recompile once each).
+One pass over every layout. A model is not one tensor but hundreds (weights, biases, norms).
+With ``compiled=True`` the optimizer classes keep each group's parameters, their gradients and
+their state as **views into one flat buffer** per dtype and device (:class:`FlatGroup`), as
+fused and sharded optimizers do: ``p.data``, ``p.grad`` and ``state[p]["exp_avg"]`` are slices
+of three long vectors, so a step is one compiled call over all of them — one loop, one start
+of the thread pool, whatever the number of tensors. The semantics are those of the
+single-tensor kernel: ``state[p]`` holds ``step``, ``exp_avg``, ... per parameter (views, so a
+``state_dict`` is torch.optim's), ``zero_grad()`` sets the gradients to ``None`` (backward then
+makes fresh ones, which the next step copies into the buffer: one more read and write of the
+gradients per step; ``zero_grad(set_to_none=False)`` zeroes the views in place instead, and
+backward accumulates straight into the buffer), a
+step in which some parameter has no gradient, or after which the step counts differ, takes
+the per-tensor path on the same views, and anything that replaced a view (``load_state_dict``,
+``p.data = ...``, ``model.to(...)``, DistributedDataParallel's bucket views) is noticed at the
+next step and copied back in. Parameters that share storage with other tensors (views into
+somebody else's buffer, as ``ZeroRedundancyOptimizer(parameters_as_bucket_view=True)`` makes
+them), non-contiguous, sparse or complex ones, and those without a gradient when the buffers are
+built (frozen ones) are left where they are and stepped per tensor.
 
-When it pays. Compiling takes seconds, once per process and option set: on a shared
-2-core CPU the first compilation in a process took 15–20 s (TorchInductor's start-up and
-the C++ build included), each further variant (AdamW after Adam, say, or the chunked
-variant below) 1–7 s; a warm on-disk cache (``TORCHINDUCTOR_CACHE_DIR``) cuts a rerun's to
-about a second. In exchange a step over a large tensor becomes one pass over memory: on 16M
-parameters in one tensor the compiled Adam step was about 6 times faster than torch's
-for-loop (its default on a CPU) and between 0.86× and 1.2× of torch's hand-written fused
-step across runs (``benchmarks/RESULTS.md`` has the numbers). So it pays in a run of many
-steps on large parameters, not in a short experiment on a small model. Each compiled call
-also costs about 0.1 ms (Python, TorchDynamo's guards and wrappers, the start of a parallel
-loop): tensors smaller than :data:`MIN_NUMEL` elements (biases, norms) take the eager
-kernel, or, from the optimizer classes (:func:`adam_multi`, :func:`sgd_multi`), the foreach
-kernel in one call for all of them, and the classes pass large tensors :data:`CHUNK` at a
-time to share a call. Still, on a model of many mid-sized tensors (16M parameters in ~200
-tensors) the compiled path stays about 1.5× behind torch's fused one, whose per-tensor
-overhead is smaller.
+When it pays. Compiling takes seconds, once per process and option set (8-20 s for the first
+on a shared 2-core CPU, TorchInductor's start-up and the C++ build included; a warm on-disk
+cache, ``TORCHINDUCTOR_CACHE_DIR``, cuts a rerun's to about a second). In exchange a step is
+one pass over memory: ``benchmarks/RESULTS.md`` has the measurements against torch's fused
+step. Single tensors smaller than :data:`MIN_NUMEL` take the eager kernel in the one-tensor
+functions :func:`adam` and :func:`sgd` (a compiled call's fixed cost would exceed the pass).
 
     >>> import torch
     >>> from book.optim import compiled
@@ -54,11 +58,13 @@ overhead is smaller.
 References:
     J. Ansel et al., "PyTorch 2: faster machine learning through dynamic Python bytecode
     transformation and graph compilation", ASPLOS 2024 (TorchDynamo and TorchInductor).
+    S. Rajbhandari et al., "ZeRO: memory optimizations toward training trillion parameter
+    models", SC 2020 (flat, partitioned optimizer buffers).
 """
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import functools
 import shutil
 import time
@@ -68,16 +74,17 @@ import torch
 from torch import Tensor
 
 from book.optim import functional as F
+from book.optim._base import step_counter
 
-__all__ = ["adam", "adamw", "sgd", "adam_multi", "sgd_multi", "available", "compile_seconds", "MIN_NUMEL"]
+__all__ = ["adam", "adamw", "sgd", "FlatGroup", "flat_step", "available", "compile_seconds", "MIN_NUMEL",
+           "RECOMPILE_LIMIT"]
 
-#: Tensors with fewer elements than this take the eager kernel (a compiled call's fixed
-#: overhead, and a parallel loop's start-up, would cost more than the pass it saves).
+#: Single tensors with fewer elements than this take the eager kernel in :func:`adam` and
+#: :func:`sgd` (a compiled call's fixed overhead would cost more than the pass it saves).
 MIN_NUMEL = 2**15
 
-#: Large tensors that share a step go through the compiled step this many at a time (one
-#: call, one loop each), which divides the per-call overhead on models of many tensors.
-CHUNK = 8
+#: Variants (option sets, constant hyperparameters, dtypes) the compiled steps may have in one process.
+RECOMPILE_LIMIT = 64
 
 #: Wall-clock seconds spent in each option set's first (compiling) call, by cache key.
 compile_seconds: dict[tuple, float] = {}
@@ -104,149 +111,105 @@ def available() -> tuple[bool, str]:
 
 
 # ---------------------------------------------------------------------------
-# The compiled bodies: the kernels' lines, with every scalar read from a tensor.
+# What is compiled: the functional kernels, with the per-step scalars read from a tensor.
 
 
-def _adam_body(
-    param: Tensor,
-    grad: Tensor,
-    exp_avg: Tensor,
-    exp_avg_sq: Tensor,
-    max_exp_avg_sq: Tensor | None,
-    scalars: Tensor,
-    amsgrad: bool,
-    maximize: bool,
-    has_weight_decay: bool,
-    decoupled_weight_decay: bool,
-) -> None:
-    # (n,) flat views; scalars = [lr, beta1, beta2, eps, weight_decay, step_size, bias_correction2_sqrt]
-    lr, beta1, beta2, eps, weight_decay = scalars[0], scalars[1], scalars[2], scalars[3], scalars[4]
-    step_size, bias_correction2_sqrt = scalars[5], scalars[6]  # eta / (1 - beta1^t), sqrt(1 - beta2^t)
-    if maximize:
-        grad = -grad
-    if has_weight_decay:
-        if decoupled_weight_decay:
-            param.mul_(1 - lr * weight_decay)  # AdamW: theta <- (1 - eta lambda) theta
-        else:
-            grad = grad + weight_decay * param  # Adam: g <- g + lambda * theta
-    exp_avg.lerp_(grad, 1 - beta1)  # m <- beta1 m + (1 - beta1) g
-    exp_avg_sq.mul_(beta2).add_((1 - beta2) * grad * grad)  # v <- beta2 v + (1 - beta2) g^2
-    if amsgrad:
-        torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)  # vhat <- max(vhat, v)
-        denom = max_exp_avg_sq.sqrt() / bias_correction2_sqrt + eps  # sqrt(vhat / (1 - beta2^t)) + eps
-    else:
-        denom = exp_avg_sq.sqrt() / bias_correction2_sqrt + eps  # sqrt(v / (1 - beta2^t)) + eps
-    param.sub_(step_size * exp_avg / denom)  # theta <- theta - eta mhat / (sqrt(vhat) + eps)
+def _adam_body(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scalars, betas, eps, weight_decay,
+               amsgrad, maximize, decoupled_weight_decay) -> None:
+    # scalars (float64) = [lr, step_size, bias_correction2_sqrt]: data, so a new step or lr reuses the program
+    lr, step_size, bias_correction2_sqrt = scalars[0].item(), scalars[1].item(), scalars[2].item()
+    F.adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr=lr, betas=betas, eps=eps,
+                  weight_decay=weight_decay, step_size=step_size, bias_correction2_sqrt=bias_correction2_sqrt,
+                  amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
 
 
-def _sgd_body(
-    param: Tensor,
-    grad: Tensor,
-    momentum_buffer: Tensor,
-    scalars: Tensor,
-    maximize: bool,
-    has_weight_decay: bool,
-    nesterov: bool,
-) -> None:
-    # (n,) flat views; scalars = [lr, momentum, dampening, weight_decay]
-    lr, momentum, dampening, weight_decay = scalars[0], scalars[1], scalars[2], scalars[3]
-    d_p = -grad if maximize else grad
-    if has_weight_decay:
-        d_p = d_p + weight_decay * param  # g <- g + lambda * theta
-    momentum_buffer.mul_(momentum).add_((1 - dampening) * d_p)  # b <- mu b + (1 - tau) g
-    if nesterov:
-        d_p = d_p + momentum * momentum_buffer  # look ahead: g + mu b
-    else:
-        d_p = momentum_buffer  # heavy ball: step along b
-    param.sub_(lr * d_p)  # theta <- theta - lr * d_p
-
-
-def _adam_chunk_body(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    max_exp_avg_sqs: list[Tensor] | None,
-    scalars: Tensor,
-    *options: bool,
-) -> None:
-    # CHUNK tensors in one compiled call (one fused loop each): the call's fixed cost is paid once
-    for i in range(len(params)):
-        max_exp_avg_sq = None if max_exp_avg_sqs is None else max_exp_avg_sqs[i]
-        _adam_body(params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], max_exp_avg_sq, scalars, *options)
-
-
-def _sgd_chunk_body(
-    params: list[Tensor], grads: list[Tensor], momentum_buffers: list[Tensor], scalars: Tensor, *options: bool
-) -> None:
-    # CHUNK tensors in one compiled call (one fused loop each)
-    for i in range(len(params)):
-        _sgd_body(params[i], grads[i], momentum_buffers[i], scalars, *options)
+def _sgd_body(param, grad, momentum_buffer, scalars, momentum, dampening, weight_decay, nesterov, maximize) -> None:
+    # scalars (float64) = [lr]; momentum_buffer is an existing buffer, or None with momentum=0
+    F.sgd(param, grad, momentum_buffer, lr=scalars[0].item(), momentum=momentum, dampening=dampening,
+          weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
 
 
 @functools.lru_cache(maxsize=None)
 def _compiled(kind: str) -> Callable[..., None]:
     """The compiled step of one algorithm, built on first use.
 
-    The option flags are ordinary arguments: ``torch.compile`` specializes on booleans,
-    so each option set (and dtype, and device) compiles once and is cached under a
-    guard. TorchDynamo allows 8 such variants per function by default
-    (``torch._dynamo.config.recompile_limit``), far more than one run uses.
+    With ``dynamic=True`` one program serves every length of buffer; ``torch.compile``
+    specializes on the booleans and the constant hyperparameters, so each option set (and
+    dtype, and device) compiles once and is cached under a guard (TorchDynamo allows 8
+    variants per function by default, ``torch._dynamo.config.recompile_limit``).
     """
-    body = {"adam": _adam_body, "adam_chunk": _adam_chunk_body, "sgd": _sgd_body, "sgd_chunk": _sgd_chunk_body}[kind]
+    body = {"adam": _adam_body, "sgd": _sgd_body}[kind]
     return torch.compile(body, fullgraph=True, dynamic=True)
 
 
-def _independent_sizes():
-    """Compile a chunk without assuming that tensors of equal size now have equal sizes later.
+def _call(kind: str, key: tuple, args: tuple) -> None:
+    from torch._dynamo.exc import TorchDynamoException
 
-    TorchDynamo gives inputs of equal size one symbol ("duck sizing") and guards on it, so a
-    chunk of other sizes would recompile; a chunk's tensors are unrelated, so turn it off.
-    """
-    try:
-        from torch.fx.experimental import _config
-
-        return _config.patch(use_duck_shape=False)
-    except (ImportError, AttributeError):  # pragma: no cover - other torch versions
-        return contextlib.nullcontext()
-
-
-def _call(kind: str, options: tuple, key_extra: tuple, tensors: tuple) -> None:
     fn = _compiled(kind)
-    key = (kind, options) + key_extra
-    context = _independent_sizes() if kind.endswith("_chunk") else contextlib.nullcontext()
-    with context:
-        if key in compile_seconds:
-            fn(*tensors, *options)
+    if key in compile_seconds:
+        try:
+            fn(*args)  # the usual call: a cached program, nothing to trace
             return
-        start = time.perf_counter()
-        fn(*tensors, *options)
-    compile_seconds[key] = time.perf_counter() - start
+        except TorchDynamoException:  # a recompile (a new guard) refused without the flag below: trace again with it
+            pass
+    start = time.perf_counter()
+    _with_captured_scalars(fn, args)
+    compile_seconds.setdefault(key, time.perf_counter() - start)
 
 
-_last_scalars: list = [None, None]  # (values and device, tensor): parameters of one step share it
+def _with_captured_scalars(fn: Callable[..., None], args: tuple) -> None:
+    """Call ``fn`` while TorchDynamo turns ``tensor.item()`` into a symbolic scalar of the graph.
+
+    Without ``capture_scalar_outputs`` an ``.item()`` is a graph break, which ``fullgraph=True``
+    refuses; the flag matters only while tracing, so it is set around the calls that compile (a
+    first call, or a retry after a refused recompile) and not around every step (setting a dynamo
+    config costs microseconds, and it is global state).
+    """
+    import torch._dynamo.config as dynamo_config
+
+    before = dynamo_config.capture_scalar_outputs, dynamo_config.recompile_limit
+    dynamo_config.capture_scalar_outputs = True
+    # each option set and constant (betas, eps, momentum, weight decay) is one variant of the same code: allow
+    # more than TorchDynamo's default 8 of them, for ours only (the limit is read when a variant compiles)
+    dynamo_config.recompile_limit = max(before[1], RECOMPILE_LIMIT)
+    try:
+        fn(*args)
+    finally:
+        dynamo_config.capture_scalar_outputs, dynamo_config.recompile_limit = before
 
 
-def _scalars(values: tuple[float, ...], device: torch.device) -> Tensor:
-    """The scalars as one float64 tensor on ``device``; reused while the values repeat (every
-    parameter of a group at one step), so a step makes one small tensor, not one per parameter."""
-    key = (values, device)
-    if _last_scalars[0] != key:
-        _last_scalars[:] = [key, torch.tensor(values, dtype=torch.float64, device=device)]
+_last_scalars: list = [None, None]  # values and their tensor: reused while they repeat (SGD's lr)
+
+
+def _scalars(values: tuple[float, ...]) -> Tensor:
+    """The per-step scalars as one float64 tensor **on the CPU**, whatever the parameters' device: the
+    compiled program reads them with ``.item()``, which on a GPU tensor would wait for the GPU every step."""
+    if _last_scalars[0] != values:
+        _last_scalars[:] = [values, torch.tensor(values, dtype=torch.float64)]
     return _last_scalars[1]
 
 
-def _adam_scalars(t: float, lr: float, betas: tuple[float, float], eps: float, weight_decay: float,
-                  device: torch.device) -> Tensor:
-    """Adam's scalars at step ``t``, the bias corrections in double precision as the kernel computes them."""
-    beta1, beta2 = betas
-    bias_correction1 = 1 - beta1**t
-    bias_correction2_sqrt = (1 - beta2**t) ** 0.5
-    return _scalars((lr, beta1, beta2, eps, weight_decay, lr / bias_correction1, bias_correction2_sqrt), device)
+def _adam_scalars(t: float, lr: float, betas: tuple[float, float]) -> Tensor:
+    """Adam's per-step scalars at step ``t`` as one tensor, computed by the kernel's own
+    :func:`book.optim.functional.adam_scalars`: ``[lr, step_size, bias_correction2_sqrt]``."""
+    return _scalars((lr, *F.adam_scalars(t, lr, betas)))
 
 
-def _flat(t: Tensor | None) -> Tensor | None:
-    return None if t is None else t.view(-1)
+def _adam_call(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, t, *, lr, betas, eps, weight_decay, amsgrad,
+               maximize, decoupled_weight_decay) -> None:
+    options = (bool(amsgrad), bool(maximize), bool(decoupled_weight_decay))
+    betas, eps, weight_decay = (float(betas[0]), float(betas[1])), float(eps), float(weight_decay)
+    key = ("adam", options, betas, eps, weight_decay, param.dtype, param.device.type)
+    scalars = _adam_scalars(t, lr, betas)
+    _call("adam", key, (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else None, scalars,
+                        betas, eps, weight_decay, *options))
+
+
+def _sgd_call(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_decay, nesterov, maximize) -> None:
+    momentum, dampening, weight_decay = float(momentum), float(dampening), float(weight_decay)
+    key = ("sgd", (bool(nesterov), bool(maximize)), momentum, dampening, weight_decay, param.dtype, param.device.type)
+    _call("sgd", key, (param, grad, momentum_buffer, _scalars((lr,)), momentum, dampening,
+                       weight_decay, bool(nesterov), bool(maximize)))
 
 
 def _compilable(*tensors: Tensor | None) -> bool:
@@ -254,7 +217,15 @@ def _compilable(*tensors: Tensor | None) -> bool:
     first = tensors[0]
     if first.numel() < MIN_NUMEL or first.is_complex() or first.is_sparse:
         return False
-    return all(t is None or t.is_contiguous() for t in tensors)
+    return all(t is None or (t.is_contiguous() and not t.is_sparse) for t in tensors)
+
+
+def _flat(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.view(-1)
+
+
+# ---------------------------------------------------------------------------
+# One tensor: the functional kernels' signatures.
 
 
 @torch.no_grad()
@@ -274,7 +245,7 @@ def adam(
     maximize: bool = False,
     decoupled_weight_decay: bool = False,
 ) -> None:
-    r"""One Adam (AMSGrad, AdamW) step on one tensor in one compiled pass: :func:`book.optim.functional.adam`'s twin.
+    r"""One Adam (AMSGrad, AdamW) step on one tensor in one compiled pass: :func:`book.optim.functional.adam`, compiled.
 
     Same arguments, same update, same in-place results (within float32 rounding: the
     compiled loop may fuse a multiply and an add). Small or non-contiguous tensors
@@ -288,17 +259,14 @@ def adam(
     """
     if amsgrad and max_exp_avg_sq is None:
         raise ValueError("amsgrad=True needs a max_exp_avg_sq tensor (zeros like param), got None")
-    if not _compilable(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq):
-        F.adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr=lr, betas=betas, eps=eps,
-               weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
-               decoupled_weight_decay=decoupled_weight_decay)
+    hyper = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
+                 decoupled_weight_decay=decoupled_weight_decay)
+    if not _compilable(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else None):
+        F.adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, **hyper)
         return
     step += 1  # t <- t + 1 (as the kernel: the counter stays where the caller keeps it)
-    scalars = _adam_scalars(step.item(), lr, betas, eps, weight_decay, param.device)
-    options = (bool(amsgrad), bool(maximize), weight_decay != 0, bool(decoupled_weight_decay))
-    tensors = (_flat(param), _flat(grad), _flat(exp_avg), _flat(exp_avg_sq),
-               _flat(max_exp_avg_sq) if amsgrad else None, scalars)
-    _call("adam", options, (param.dtype, param.device.type), tensors)
+    _adam_call(_flat(param), _flat(grad), _flat(exp_avg), _flat(exp_avg_sq), _flat(max_exp_avg_sq), step.item(),
+               **hyper)
 
 
 @torch.no_grad()
@@ -335,119 +303,195 @@ def sgd(
     nesterov: bool = False,
     maximize: bool = False,
 ) -> Tensor | None:
-    r"""One SGD step on one tensor, compiled into one pass when it has momentum: :func:`book.optim.functional.sgd`'s twin.
+    r"""One SGD step on one tensor, compiled into one pass: :func:`book.optim.functional.sgd`, compiled.
 
-    Only the steps after the first with ``momentum != 0`` are compiled: the first step
-    creates the buffer (:math:`b_1 = g_1`), and plain SGD, :math:`\theta \leftarrow
-    \theta - \eta g`, is a single pass already; both take the eager kernel, as do small
-    tensors. Returns the momentum buffer, as the kernel does.
+    The first step with ``momentum != 0`` creates the buffer (:math:`b_1 = g_1`) and takes
+    the eager kernel, as do small tensors. Returns the momentum buffer, as the kernel does.
     """
-    if momentum == 0 or momentum_buffer is None or not _compilable(param, grad, momentum_buffer):
-        return F.sgd(param, grad, momentum_buffer, lr=lr, momentum=momentum, dampening=dampening,
-                     weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
-    scalars = _scalars((lr, momentum, dampening, weight_decay), param.device)
-    options = (bool(maximize), weight_decay != 0, bool(nesterov))
-    tensors = (_flat(param), _flat(grad), _flat(momentum_buffer), scalars)
-    _call("sgd", options, (param.dtype, param.device.type), tensors)
+    hyper = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+                 maximize=maximize)
+    if (momentum != 0 and momentum_buffer is None) or not _compilable(param, grad, momentum_buffer):
+        return F.sgd(param, grad, momentum_buffer, **hyper)
+    _sgd_call(_flat(param), _flat(grad), _flat(momentum_buffer), **hyper)
     return momentum_buffer
 
 
 # ---------------------------------------------------------------------------
-# Lists of tensors (what the optimizer classes call): the large tensors one compiled pass
-# each, the small ones (biases, norms: many tensors, few bytes) together through the
-# foreach kernel, one call for all of them instead of one small call each.
+# Many tensors: a group's parameters, gradients and state as views into flat buffers.
 
 
-def _split(params: list[Tensor], *lists: list | None) -> tuple[list[int], list[int]]:
-    big, small = [], []
-    for i, p in enumerate(params):
-        tensors = [p] + [None if lst is None else lst[i] for lst in lists]
-        (big if _compilable(*tensors) else small).append(i)
-    return big, small
+def _owns_storage(p: Tensor) -> bool:
+    """``p`` is the whole of its storage: re-pointing it at a slice of a flat buffer aliases nothing else."""
+    return p.storage_offset() == 0 and p.untyped_storage().nbytes() == p.numel() * p.element_size()
 
 
-def _pick(lst: list | None, idx: list[int]) -> list | None:
-    return None if lst is None else [lst[i] for i in idx]
+def _flattenable(p: Tensor) -> bool:
+    # a parameter without a gradient at the group's first flat step (frozen) stays out of the buffers
+    return (p.grad is not None and p.numel() > 0 and p.is_floating_point() and not p.is_sparse
+            and not p.is_complex() and p.is_contiguous())
 
 
-@torch.no_grad()
-def adam_multi(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    max_exp_avg_sqs: list[Tensor] | None,
-    steps: list[Tensor],
-    **hyperparameters,
-) -> None:
-    """:func:`adam` on lists (the signature of :func:`book.optim.functional.adam_foreach`):
-    each large tensor in one compiled pass (:data:`CHUNK` of them per call), the small ones
-    through the foreach kernel."""
-    big, small = _split(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs)
-    hyper = {**dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False,
-                    decoupled_weight_decay=False), **hyperparameters}
-    if hyper["amsgrad"] and max_exp_avg_sqs is None:
-        raise ValueError("amsgrad=True needs max_exp_avg_sqs (zeros like the params), got None")
-    options = (bool(hyper["amsgrad"]), bool(hyper["maximize"]), hyper["weight_decay"] != 0,
-               bool(hyper["decoupled_weight_decay"]))
-    groups: dict[tuple, list[int]] = {}  # tensors that share a step, dtype and device share the scalars
-    for i in big:
-        steps[i] += 1  # t <- t + 1
-        groups.setdefault((steps[i].item(), params[i].dtype, params[i].device), []).append(i)
-    maxs = max_exp_avg_sqs if hyper["amsgrad"] else None
-    for (t, dtype, device), idx in groups.items():
-        scalars = _adam_scalars(t, hyper["lr"], hyper["betas"], hyper["eps"], hyper["weight_decay"], device)
-        full = len(idx) - len(idx) % CHUNK
-        for k in range(0, full, CHUNK):  # CHUNK tensors per compiled call
-            chunk = idx[k:k + CHUNK]
-            lists = [[_flat(lst[i]) for i in chunk] for lst in (params, grads, exp_avgs, exp_avg_sqs)]
-            lists.append(None if maxs is None else [_flat(maxs[i]) for i in chunk])
-            _call("adam_chunk", options, (dtype, device.type), (*lists, scalars))
-        for i in idx[full:]:  # the rest one by one
-            tensors = (_flat(params[i]), _flat(grads[i]), _flat(exp_avgs[i]), _flat(exp_avg_sqs[i]),
-                       None if maxs is None else _flat(maxs[i]), scalars)
-            _call("adam", options, (dtype, device.type), tensors)
-    if small:
-        F.adam_foreach(_pick(params, small), _pick(grads, small), _pick(exp_avgs, small),
-                       _pick(exp_avg_sqs, small), _pick(max_exp_avg_sqs, small), _pick(steps, small),
-                       **hyperparameters)
+class FlatGroup:
+    """Parameters of one dtype and device, their gradients and their state as views into flat buffers.
+
+    ``param``, ``grad`` and ``buffers[key]`` (one per state entry, e.g. ``exp_avg``) are 1-D
+    tensors of the parameters' total size; parameter ``i`` is the slice
+    ``[offsets[i], offsets[i] + numels[i])`` of each. Building one re-points every ``p.data``
+    at its slice (the values are copied in). ``steps`` holds the per-parameter step counters
+    (``state[p]["step"]`` is ``steps[i]``, a 0-dim view), so incrementing all of them is one op.
+
+    :meth:`prepare` makes the gradients and the optimizer state views again (copying in
+    whatever replaced them) and says whether the flat step may run now.
+    """
+
+    def __init__(self, params: list[Tensor], keys: tuple[str, ...]) -> None:
+        first = params[0]
+        self.params = list(params)
+        with_step = "step" in keys
+        self.keys = tuple(key for key in keys if key != "step")
+        self.numels = [p.numel() for p in params]
+        total = sum(self.numels)
+        self.offsets = [0]
+        for n in self.numels[:-1]:
+            self.offsets.append(self.offsets[-1] + n)
+        make = functools.partial(torch.zeros, total, dtype=first.dtype, device=first.device)
+        self.param, self.grad = make(), make()
+        self.buffers = {key: make() for key in self.keys}
+
+        def views(flat: Tensor) -> list[Tensor]:
+            return [flat[o:o + n].view(p.shape) for o, n, p in zip(self.offsets, self.numels, params)]
+
+        self.param_views, self.grad_views = views(self.param), views(self.grad)
+        self.state_views = {key: views(flat) for key, flat in self.buffers.items()}
+        with torch.no_grad():
+            for p, view in zip(params, self.param_views):
+                view.copy_(p)
+                p.data = view  # the parameter now lives in the flat buffer
+        self.ptrs = [p.data_ptr() for p in params]
+        self.steps = torch.zeros(len(params), dtype=step_counter().dtype) if with_step else None
+        self.step_views = [self.steps[i] for i in range(len(params))] if with_step else []
+        self.t: float | None = None  # the common step count, when known to be common
+
+    def intact(self) -> bool:
+        """Every parameter still lives where this layout put it (nobody assigned ``p.data``)."""
+        return all(p.data_ptr() == ptr for p, ptr in zip(self.params, self.ptrs))
+
+    def prepare(self, state: dict, create: bool) -> bool:
+        """Make every gradient and state entry a view of the buffers; whether the flat step may run.
+
+        A parameter without state gets zeros (and step 0) when ``create``; otherwise (SGD, whose
+        first buffer is the gradient itself) the answer is False and the caller steps these
+        parameters per tensor, as it does when a parameter has no gradient or a sparse one, or
+        when the step counters differ between parameters.
+        """
+        params, grad_views = self.params, self.grad_views
+        stale = []
+        for i, p in enumerate(params):
+            g = p.grad
+            if g is not grad_views[i]:
+                if g is None or g.is_sparse:
+                    return False
+                stale.append(i)
+        if stale:  # fresh gradients (after zero_grad, or a replaced .grad): copy them into the buffer
+            torch._foreach_copy_([grad_views[i] for i in stale], [params[i].grad for i in stale])
+            for i in stale:
+                params[i].grad = grad_views[i]
+        keys, state_views, step_views = self.keys, self.state_views, self.step_views
+        for i, p in enumerate(params):
+            st = state[p]
+            if not st and (keys or step_views):
+                if not create:
+                    return False
+                for key in keys:
+                    st[key] = state_views[key][i].zero_()
+                if step_views:
+                    st["step"] = step_views[i].zero_()
+                    self.t = None
+            for key in keys:
+                value, view = st[key], state_views[key][i]
+                if value is not view:
+                    view.copy_(value)  # e.g. after load_state_dict
+                    st[key] = view
+            if step_views:
+                value, view = st["step"], step_views[i]
+                if value is not view:
+                    view.copy_(value)
+                    st["step"] = view
+                    self.t = None
+        if step_views and self.t is None:
+            low, high = torch.aminmax(self.steps)
+            if low.item() != high.item():
+                return False  # some parameters skipped steps: their bias corrections differ
+            self.t = low.item()
+        return True
 
 
-@torch.no_grad()
-def sgd_multi(
-    params: list[Tensor],
-    grads: list[Tensor],
-    momentum_buffers: list[Tensor | None],
-    **hyperparameters,
-) -> list[Tensor | None]:
-    """:func:`sgd` on lists (the signature of :func:`book.optim.functional.sgd_foreach`): each
-    large tensor with a buffer in one compiled pass (:data:`CHUNK` per call), the rest through
-    the foreach kernel.
-    Returns the momentum buffers."""
-    out: list[Tensor | None] = list(momentum_buffers)
-    ready = [b is not None and hyperparameters.get("momentum", 0) != 0 for b in momentum_buffers]
-    big, _ = _split(params, grads, [b if ok else None for b, ok in zip(momentum_buffers, ready)])
-    big = [i for i in big if ready[i]]
-    rest = [i for i in range(len(params)) if i not in set(big)]
-    hyper = {**dict(momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False),
-             **hyperparameters}
-    options = (bool(hyper["maximize"]), hyper["weight_decay"] != 0, bool(hyper["nesterov"]))
-    groups: dict[tuple, list[int]] = {}
-    for i in big:
-        groups.setdefault((params[i].dtype, params[i].device), []).append(i)
-    for (dtype, device), idx in groups.items():
-        scalars = _scalars((hyper["lr"], hyper["momentum"], hyper["dampening"], hyper["weight_decay"]), device)
-        full = len(idx) - len(idx) % CHUNK
-        for k in range(0, full, CHUNK):  # CHUNK tensors per compiled call
-            chunk = idx[k:k + CHUNK]
-            lists = [[_flat(lst[i]) for i in chunk] for lst in (params, grads, momentum_buffers)]
-            _call("sgd_chunk", options, (dtype, device.type), (*lists, scalars))
-        for i in idx[full:]:  # the rest one by one
-            tensors = (_flat(params[i]), _flat(grads[i]), _flat(momentum_buffers[i]), scalars)
-            _call("sgd", options, (dtype, device.type), tensors)
-    if rest:
-        bufs = F.sgd_foreach(_pick(params, rest), _pick(grads, rest), _pick(momentum_buffers, rest),
-                             **hyperparameters)
-        for i, buf in zip(rest, bufs):
-            out[i] = buf
-    return out
+def _groups_of(params: list[Tensor], ours: set[int]) -> tuple[dict, list[Tensor]]:
+    """The flattenable parameters by (dtype, device), and the rest: a parameter that shares its memory with
+    anything but a flat buffer of ours (``ours``: their storages' addresses) stays where it is."""
+    by_kind: dict[tuple, list[Tensor]] = {}
+    rest = []
+    ptrs = [p.untyped_storage().data_ptr() for p in params]
+    shared = {ptr for ptr, count in collections.Counter(ptrs).items() if count > 1} - ours
+    for p, ptr in zip(params, ptrs):
+        if _flattenable(p) and ptr not in shared and (ptr in ours or _owns_storage(p)):
+            by_kind.setdefault((p.dtype, p.device), []).append(p)
+        else:
+            rest.append(p)
+    return by_kind, rest
+
+
+def flat_step(
+    optimizer: torch.optim.Optimizer,
+    group: dict,
+    keys: tuple[str, ...],
+    create: bool,
+    kernel: Callable[[FlatGroup, dict], None],
+) -> set[Tensor]:
+    """Step what can be stepped flat in ``group``; return the parameters that were (the caller steps the rest).
+
+    ``keys`` are the state entries kept in flat buffers (``"step"``: the step counters), ``create``
+    whether a parameter's first step may create its state as zeros (Adam; SGD's first buffer is the
+    gradient, so its first step goes per tensor), and ``kernel(layout, group)`` the compiled step on
+    one :class:`FlatGroup`. The layouts live in ``optimizer._flat_groups`` (not in the groups, so
+    not in the ``state_dict``), keyed by the group's position; they are rebuilt when the group's
+    parameters or ``keys`` change, or a parameter was moved out of its buffer.
+    """
+    layouts = optimizer.__dict__.setdefault("_flat_groups", {})
+    index = next(i for i, g in enumerate(optimizer.param_groups) if g is group)
+    entry = layouts.get(index)
+    params = group["params"]
+    ids = [id(p) for p in params]
+    if (entry is None or entry[0] is not params or entry[1] != ids or entry[2] != keys
+            or not all(layout.intact() for layout in entry[3])):
+        ours = {layout.param.untyped_storage().data_ptr() for layout in entry[3]} if entry else set()
+        by_kind, _ = _groups_of(params, ours)
+        entry = (params, ids, keys, [FlatGroup(ps, keys) for ps in by_kind.values()])
+        layouts[index] = entry
+    done: set[Tensor] = set()
+    for layout in entry[3]:
+        if layout.prepare(optimizer.state, create):
+            kernel(layout, group)
+            done.update(layout.params)
+        else:
+            layout.t = None  # they step per tensor now: their counters may part
+    return done
+
+
+def adam_flat_kernel(layout: FlatGroup, group: dict) -> None:
+    """One Adam/AdamW step over a whole :class:`FlatGroup`: all step counters at once, then one compiled pass."""
+    layout.steps.add_(1)  # t <- t + 1, for every parameter
+    layout.t += 1
+    amsgrad = group["amsgrad"]
+    _adam_call(layout.param, layout.grad, layout.buffers["exp_avg"], layout.buffers["exp_avg_sq"],
+               layout.buffers["max_exp_avg_sq"] if amsgrad else None, layout.t, lr=group["lr"],
+               betas=group["betas"], eps=group["eps"], weight_decay=group["weight_decay"], amsgrad=amsgrad,
+               maximize=group["maximize"], decoupled_weight_decay=group["decoupled_weight_decay"])
+
+
+def sgd_flat_kernel(layout: FlatGroup, group: dict) -> None:
+    """One SGD step over a whole :class:`FlatGroup` (with its momentum buffers, if any) in one compiled pass."""
+    momentum = group["momentum"]
+    _sgd_call(layout.param, layout.grad, layout.buffers["momentum_buffer"] if momentum != 0 else None,
+              lr=group["lr"], momentum=momentum, dampening=group["dampening"], weight_decay=group["weight_decay"],
+              nesterov=group["nesterov"], maximize=group["maximize"])

@@ -29,6 +29,8 @@ __all__ = [
     "adadelta",
     "adam",
     "adamw",
+    "adam_scalars",
+    "adam_update",
     "sgd_foreach",
     "adagrad_foreach",
     "rmsprop_foreach",
@@ -446,9 +448,46 @@ def adam(
         I. Loshchilov, F. Hutter, "Decoupled weight decay regularization", ICLR 2019,
         arXiv:1711.05101 (AdamW).
     """
-    beta1, beta2 = betas
     step += 1  # t <- t + 1
-    t = step.item()
+    step_size, bias_correction2_sqrt = adam_scalars(step.item(), lr, betas)  # eta / (1 - beta1^t), sqrt(1 - beta2^t)
+    adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr=lr, betas=betas, eps=eps,
+                weight_decay=weight_decay, step_size=step_size, bias_correction2_sqrt=bias_correction2_sqrt,
+                amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
+
+
+def adam_scalars(t: float, lr: float, betas: tuple[float, float]) -> tuple[float, float]:
+    r"""Adam's two step-dependent scalars at step ``t``, in double precision: :math:`\eta / (1 - \beta_1^t)` and
+    :math:`\sqrt{1 - \beta_2^t}` (the bias corrections of :func:`adam`)."""
+    beta1, beta2 = betas
+    return lr / (1 - beta1**t), (1 - beta2**t) ** 0.5
+
+
+def adam_update(
+    param: Tensor,
+    grad: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    max_exp_avg_sq: Tensor | None,
+    *,
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float,
+    step_size: float,
+    bias_correction2_sqrt: float,
+    amsgrad: bool,
+    maximize: bool,
+    decoupled_weight_decay: bool,
+) -> None:
+    r"""The tensor part of one :func:`adam` step, given the step's scalars: every line that touches memory.
+
+    :func:`adam` counts the step and computes :math:`\eta / (1 - \beta_1^t)` (``step_size``) and
+    :math:`\sqrt{1 - \beta_2^t}` (``bias_correction2_sqrt``) in double precision, then calls this.
+    :mod:`book.optim.compiled` compiles this very function (with ``torch.compile``) into one pass
+    over a flat buffer of many parameters: the lines below are the only copy of Adam's arithmetic.
+    The other arguments are :func:`adam`'s.
+    """
+    beta1, beta2 = betas
     grad = _negate_if(maximize, grad)
     if weight_decay != 0:
         if decoupled_weight_decay:
@@ -457,10 +496,6 @@ def adam(
             grad = grad.add(param, alpha=weight_decay)  # Adam: g <- g + lambda * theta
     exp_avg.lerp_(grad, 1 - beta1)  # m <- beta1 m + (1 - beta1) g
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)  # v <- beta2 v + (1 - beta2) g^2
-    bias_correction1 = 1 - beta1**t  # 1 - beta1^t
-    bias_correction2 = 1 - beta2**t  # 1 - beta2^t
-    step_size = lr / bias_correction1  # eta / (1 - beta1^t)
-    bias_correction2_sqrt = bias_correction2**0.5
     if amsgrad:
         torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)  # vhat <- max(vhat, v)
         denom = (max_exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)  # sqrt(vhat / (1 - beta2^t)) + eps

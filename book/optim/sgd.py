@@ -15,7 +15,6 @@ from book.optim._base import dense_grad, evaluate_closure, single_tensor_loop, u
 __all__ = ["SGD"]
 
 _sgd_loop = single_tensor_loop(F.sgd)
-_sgd_compiled_loop = _compiled.sgd_multi  # large tensors compiled, small ones foreach
 
 
 class SGD(Optimizer):
@@ -98,9 +97,11 @@ class SGD(Optimizer):
         maximize: ascend the objective instead of descending it (default False).
         foreach: ``None`` or ``True`` for the multi-tensor kernel, ``False`` for the
             single-tensor loop (default ``None``: multi-tensor).
-        compiled: step each tensor with :func:`book.optim.compiled.sgd`, the momentum
-            update compiled by ``torch.compile`` into one pass over memory (default False;
-            opt-in: the first step with a buffer compiles for seconds). Overrides
+        compiled: keep each group's parameters, gradients and momentum buffers as views into
+            one flat buffer per dtype and device, and step them all in one pass over memory:
+            :func:`book.optim.functional.sgd` compiled by ``torch.compile``
+            (:mod:`book.optim.compiled`; default False; opt-in: the first step with a buffer
+            compiles for seconds; the very first step creates the buffers per tensor). Overrides
             ``foreach``; kept as the attribute ``compiled``, not in the parameter groups.
 
     Raises:
@@ -168,11 +169,12 @@ class SGD(Optimizer):
             group.setdefault("maximize", False)
             group.setdefault("foreach", None)
 
-    def _init_group(self, group: dict) -> tuple[list, list, list]:
-        """The group's parameters that have a gradient, their gradients and buffers (``None`` before the first step)."""
+    def _init_group(self, group: dict, skip: set | tuple = ()) -> tuple[list, list, list]:
+        """The group's parameters that have a gradient (except ``skip``), their gradients and buffers (``None``
+        before the first step)."""
         params, grads, momentum_buffers = [], [], []
         for p in group["params"]:
-            if p.grad is None:
+            if p.grad is None or p in skip:
                 continue
             params.append(p)
             grads.append(dense_grad(p, "SGD"))
@@ -181,8 +183,6 @@ class SGD(Optimizer):
 
     def _step_impl(self, group: dict) -> Callable:
         """The kernel on lists that steps this group: the multi-tensor one or the single-tensor loop."""
-        if getattr(self, "compiled", False):
-            return _sgd_compiled_loop
         return F.sgd_foreach if use_foreach(group) else _sgd_loop
 
     @torch.no_grad()
@@ -194,7 +194,11 @@ class SGD(Optimizer):
         """
         loss = evaluate_closure(closure)
         for group in self.param_groups:
-            params, grads, momentum_buffers = self._init_group(group)
+            done = set()
+            if getattr(self, "compiled", False):  # the group's tensors as views into flat buffers, one compiled pass
+                keys = ("momentum_buffer",) if group["momentum"] != 0 else ()
+                done = _compiled.flat_step(self, group, keys, False, _compiled.sgd_flat_kernel)
+            params, grads, momentum_buffers = self._init_group(group, done)
             if not params:
                 continue
             momentum_buffers = self._step_impl(group)(
