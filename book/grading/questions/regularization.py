@@ -250,4 +250,57 @@ early_stopping = Question(
 )
 
 
-QUESTIONS = [dropout, sgd_weight_decay, early_stopping]
+# ---------------------------------------------------------------------------
+# 4. Predict: L2 inside Adam against AdamW's decoupled decay, on a weight the loss ignores
+
+DECAY_STEPS, DECAY_LR, DECAY_LAMBDA = 100, 1e-3, 0.1
+
+
+def _decay_cases(device):
+    return [Case("your predictions (AdamW, Adam with the L2 term) after 100 steps")]
+
+
+def _decay_run(cls):
+    p = torch.ones(1, dtype=torch.float64, requires_grad=True)
+    opt = cls([p], lr=DECAY_LR, weight_decay=DECAY_LAMBDA)
+    for _ in range(DECAY_STEPS):
+        p.grad = torch.zeros(1, dtype=torch.float64)  # the loss does not depend on this weight
+        opt.step()
+    return float(p.detach())
+
+
+def _decay_ref():
+    return (_decay_run(torch.optim.AdamW), _decay_run(torch.optim.Adam))
+
+
+_SHRINK = (1 - DECAY_LR * DECAY_LAMBDA) ** DECAY_STEPS  # AdamW's factor
+_LINEAR = 1 - DECAY_STEPS * DECAY_LR  # about lr per step while Adam normalises the L2 gradient
+
+
+decay_prediction = Question(
+    id="decay_prediction",
+    chapter=CHAPTER,
+    function="decay_prediction",
+    points=2,
+    title="Predict: L2 in Adam against AdamW's weight decay",
+    kind="predict",
+    cases=_decay_cases,
+    reference=_decay_ref,
+    rtol=0.005,
+    atol=0.0,
+    mistakes=(
+        Mistake("the two optimizers swapped", lambda: (_LINEAR, _SHRINK),
+                "AdamW multiplies the weight by 1 − lr·λ each step, outside Adam's normalisation; it is the L2 "
+                "term inside Adam that gets normalised into steps of about lr each."),
+        Mistake("L2 inside Adam taken for weight decay", lambda: (_SHRINK, _SHRINK),
+                "for SGD an L2 term and weight decay are the same update, but Adam divides the L2 gradient λw "
+                "by its own root mean square: each step moves the weight by about lr, not lr·λ·w."),
+        Mistake("Adam's normalised step taken for AdamW's decay too", lambda: (_LINEAR, _LINEAR),
+                "AdamW's decay is not divided by anything: with a zero loss gradient it is the factor "
+                "(1 − lr·λ) per step, and nothing else moves the weight."),
+    ),
+    forbidden=NOT_THE_LIBRARY,
+)
+
+
+QUESTIONS = [dropout, sgd_weight_decay, early_stopping, decay_prediction]
