@@ -86,6 +86,10 @@ class Question:
         kind: what the question asks for, one of :data:`KINDS` (see there).
         partial: award ``points × (inputs answered right) / (inputs)`` instead of all or
             nothing.
+        space: for a ``tune`` question, what the answer's dict may hold: ``{name: (low, high)}``
+            for a float, ``{name: ("int", low, high)}`` for an integer, ``{name: [choices]}``.
+            Its ``reference(params, seed)`` trains with the validated ``params`` on the grader's
+            ``seed`` and returns ``(reached, metric)`` (see :mod:`book.grading.tune`).
     """
 
     id: str
@@ -103,6 +107,7 @@ class Question:
     operators: Sequence[str] = ()
     kind: str = "implement"
     partial: bool = False
+    space: dict | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -248,6 +253,10 @@ def judge(question: Question, cases: Sequence[Case], outputs: Sequence[Any],
     its points in proportion to the inputs answered right.
     """
     errors = list(errors) if errors is not None else [None] * len(cases)
+    if question.kind == "tune":  # trained with the answer's choices, in a clean process
+        from book.grading.tune import judge_tune
+
+        return judge_tune(question, outputs, errors)
     wants = reference_outputs(question, cases)
     verdicts = [_case_message(question, c, got, err, want)
                 for c, got, err, want in zip(cases, outputs, errors, wants)]
@@ -316,6 +325,8 @@ def encode(value: Any, depth: int = 0) -> dict:
     if isinstance(value, (list, tuple)):
         return {"type": "tuple" if isinstance(value, tuple) else "list",
                 "items": [encode(v, depth + 1) for v in list(value)[:10_000]]}
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {"type": "dict", "items": [[k[:200], encode(v, depth + 1)] for k, v in list(value.items())[:1000]]}
     return {"type": "unsupported", "repr": type(value).__name__}
 
 
@@ -355,6 +366,12 @@ def decode(data: Any, depth: int = 0) -> Any:
     if kind in ("list", "tuple"):
         items = [decode(v, depth + 1) for v in data.get("items", [])]
         return tuple(items) if kind == "tuple" else items
+    if kind == "dict":
+        items = data.get("items", [])
+        if not isinstance(items, list) or not all(isinstance(kv, list) and len(kv) == 2 and isinstance(kv[0], str)
+                                                  for kv in items):
+            raise ValueError("malformed dict")
+        return {k: decode(v, depth + 1) for k, v in items}
     if kind == "unsupported":
         return _Unsupported(str(data.get("repr", "?")))
     raise ValueError(f"unknown value type {kind!r}")
