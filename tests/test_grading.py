@@ -568,3 +568,44 @@ def test_a_tune_answer_earns_the_share_of_seeds_that_reach_the_target(q, monkeyp
         (True, 0.01), (False, 0.5), (True, 0.01)])
     result = check(q.id, fn=lambda: good).result
     assert result.points == round(q.points * 2 / 3, 2) and "2 of 3" in result.message, result
+
+
+def test_nbgrader_autograde_gives_the_new_kinds_their_points_and_partial_credit(tmp_path):
+    """nbgrader's own autograder, on a course built from a solutions notebook with questions of
+    the new kinds (diagnose, tune): the solutions score full marks, and an answer right on some of
+    its inputs gets that share of the points, as in the book's grader."""
+    pytest.importorskip("nbgrader")
+    chapter = "06_schedules"
+    q = next(x for x in questions_for(chapter) if x.kind == "diagnose")
+    course = tmp_path / "course"
+    (course / "source" / "ps").mkdir(parents=True)
+    nb = load(ROOT / "solutions" / f"{chapter}.ipynb")
+    save(nb, course / "source" / "ps" / f"{chapter}.ipynb")
+    (course / "nbgrader_config.py").write_text(
+        "c = get_config()\nc.CourseDirectory.course_id = 'optdl'\nc.ExecutePreprocessor.timeout = 300\n")
+    # a submission whose diagnosis never says "overfitting": right on the runs of the other causes
+    sub = copy.deepcopy(nb)
+    answer_cell(sub, q.id)["source"] = (
+        "def diagnose(history):\n    import math\n    train = history['train_loss']\n"
+        "    if not all(math.isfinite(v) for v in train) or train[-1] > train[0]:\n        return 'lr too high'\n"
+        "    if train[-1] > 0.9 * train[0]:\n        return 'lr too low'\n    return 'well tuned'\n")
+    for student, book in (("solution", nb), ("partial", sub)):
+        save(book, (course / "submitted" / student / "ps").mkdir(parents=True) or
+             course / "submitted" / student / "ps" / f"{chapter}.ipynb")
+    exe = Path(sys.executable).with_name("nbgrader")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": f"{exe.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    for args in (["db", "assignment", "add", "ps"], ["db", "student", "add", "solution"],
+                 ["db", "student", "add", "partial"], ["generate_assignment", "ps", "--force"],
+                 ["autograde", "ps", "--force"]):
+        done = subprocess.run([str(exe), *args], cwd=course, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        full = {g.name: g.score for nb_ in gb.find_submission("ps", "solution").notebooks for g in nb_.grades}
+        part = {g.name: g.score for nb_ in gb.find_submission("ps", "partial").notebooks for g in nb_.grades}
+    for x in questions_for(chapter):
+        assert full[x.id] == x.points, (x.id, full)
+        if x.id != q.id:
+            assert part[x.id] == x.points, (x.id, part)
+    assert 0 < part[q.id] < q.points, part  # the runs that overfit were misread, the others not

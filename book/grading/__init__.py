@@ -157,8 +157,10 @@ def check(question_id: str, fn=None) -> Feedback:
         fn: the function to check; by default the function of the question's name
             defined in your notebook.
 
-    Under nbgrader's autograder (``NBGRADER_EXECUTION`` set) a wrong answer raises
-    ``AssertionError``, so the solution notebooks also work as an nbgrader assignment.
+    Under nbgrader's autograder (``NBGRADER_EXECUTION`` set) an answer that earns nothing raises
+    ``AssertionError``, and otherwise the points earned are returned as a plain number, which
+    nbgrader takes as the grade cell's (partial) credit; so the solution notebooks also work as an
+    nbgrader assignment.
     """
     from book.grading.questions import get_question
 
@@ -167,8 +169,10 @@ def check(question_id: str, fn=None) -> Feedback:
         fn = sys._getframe(1).f_globals.get(question.function)
     result = _evaluate(question, fn)
     _SESSION[question.id] = result
-    if os.environ.get("NBGRADER_EXECUTION") and not result.passed:
-        raise AssertionError(result.message)
+    if os.environ.get("NBGRADER_EXECUTION"):
+        if result.points <= 0:
+            raise AssertionError(result.message)
+        return float(result.points)  # the cell's output: nbgrader's partial credit
     return Feedback(result, question.title)
 
 
