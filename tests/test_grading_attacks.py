@@ -625,6 +625,8 @@ def test_every_case_reaches_the_child_intact(q):
     cases = list(q.cases(torch.device("cpu")))
     rebuilt = unpack(pack([(c.args, c.kwargs) for c in cases]))
     assert len(rebuilt) == len(cases)
+    if q.kind == "tune":  # its reference trains with an answer's choices; the input is a prompt, not data
+        return
     for case, (args, kwargs) in zip(cases, rebuilt):
         want = run_case(q, q.reference, copy.deepcopy(case))
         got = run_case(q, q.reference, type(case)(case.label, args, kwargs))
