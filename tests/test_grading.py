@@ -609,3 +609,20 @@ def test_nbgrader_autograde_gives_the_new_kinds_their_points_and_partial_credit(
         if x.id != q.id:
             assert part[x.id] == x.points, (x.id, part)
     assert 0 < part[q.id] < q.points, part  # the runs that overfit were misread, the others not
+
+
+def test_guessing_a_diagnosis_through_the_check_does_not_pay():
+    """The answers that were right on one draw of runs (as a student could find them by trying
+    names through check()) are replayed on another draw: they earn no more than chance, and the
+    draws differ in their runs as well as in their order."""
+    from book.grading.questions.schedules import _diagnose_cases
+
+    q = next(x for x in QUESTIONS if x.kind == "diagnose")
+    first = _diagnose_cases(torch.device("cpu"), seed=11)
+    learnt = [q.reference(*c.args) for c in first]  # what perfect feedback would reveal
+    assert judge(q, first, learnt).passed
+    for seed in (12, 13, 14):
+        second = _diagnose_cases(torch.device("cpu"), seed=seed)
+        assert [c.args[0]["train_loss"] for c in second] != [c.args[0]["train_loss"] for c in first]
+        result = judge(q, second, learnt)
+        assert not result.passed and result.points < q.points, (seed, result)
