@@ -441,6 +441,22 @@ for _o in getattr(gc, 'get_' + 'objects')():
     if isinstance(_o, type) and _o.__name__ == 'Guard' and _o.__module__.startswith('book'):
         _o._hook.__code__ = (lambda self, frame, event, arg: None).__code__
 """ + ADAGRAD.format(top="", expr="getattr(getattr(torch, 'op' + 'tim'), 'Ada' + 'grad')"),
+    "code_with_a_librarys_file_name": """import torch, types
+_b = vars(torch)['__bu' + 'iltins__']
+_code = _b['com' + 'pile']("A = getattr(getattr(torch, 'op' + 'tim'), 'Ada' + 'grad')\\n"
+    "p = param.detach().clone().requires_grad_(True)\\n"
+    "opt = A([p], lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps)\\n"
+    "opt.state[p]['sum'] = state_sum.detach().clone()\\n"
+    "opt.state[p]['step'] = torch.tensor(float(step - 1))\\n"
+    "p.grad = grad.detach().clone()\\n"
+    "opt.step()\\n"
+    "result = (p.detach(), opt.state[p]['sum'])\\n", types.__file__, 'exec')
+def adagrad_step(param, grad, state_sum, step, lr=0.01, lr_decay=0.0, weight_decay=0.0, eps=1e-10):
+    ns = dict(torch=torch, param=param, grad=grad, state_sum=state_sum, step=step, lr=lr, lr_decay=lr_decay,
+              weight_decay=weight_decay, eps=eps, __builtins__=_b)
+    types.FunctionType(_code, ns)()
+    return ns['result']
+""",
     "exit_after_forging": """import os
 def adagrad_step(param, grad, state_sum, step, lr=0.01, lr_decay=0.0, weight_decay=0.0, eps=1e-10):
     os._exit(0)
@@ -498,7 +514,7 @@ def test_tampering_with_the_check_scores_zero_and_says_so(name, tamper_reports):
     assert result.points == 0, result
     assert "tampered with the grader's check" in result.message, result.message
     if name in ("replace_the_switch", "rebind_the_graders_helpers", "a_worker_thread_left_running",
-                "swap_the_hooks_code"):
+                "swap_the_hooks_code", "code_with_a_librarys_file_name"):
         # done while the cells ran: every question was unwatched
         assert rep.score == 0 and all("tampered" in r.message for r in rep.results), rep.to_dict()
     else:  # the honest answers in the same notebook keep their points

@@ -305,6 +305,12 @@ class Guard:
         import signal
         tamper += [signal.signal, signal.alarm, signal.setitimer, threading.setprofile]
         # another process would inherit the reply channel and run unwatched
+        # code made at run time can carry any file name and any code name (a library's "<module>"):
+        # answers have no use for it, and the static scan already refuses these names when spelled
+        import builtins
+        import marshal
+
+        tamper += [builtins.compile, builtins.exec, builtins.eval, marshal.loads, types.CodeType.replace]
         spawn = [getattr(os, n) for n in ("fork", "posix_spawn", "posix_spawnp", "system", "execv", "execve", "forkpty")
                  if hasattr(os, n)]
         try:
@@ -386,13 +392,17 @@ class Guard:
             if not lab:
                 break
             caller = caller.f_back
-        # A library module being imported (lazily, by torch itself) is not the answer's doing.
+        # A library module being imported (lazily, by torch itself) is not the answer's doing: the
+        # frame runs a module's top level in that module's own namespace, from that module's file.
         while caller is not None:
             c = caller.f_code
             if c in self.trusted:
                 break
             if c.co_name == "<module>" and c.co_filename.startswith(LIBRARY_PREFIXES):
-                return False
+                module = sys.modules.get(str(caller.f_globals.get("__name__")))
+                if module is not None and vars(module) is caller.f_globals and \
+                        getattr(module, "__file__", None) == c.co_filename:
+                    return False
             caller = caller.f_back
         return True
 
