@@ -31,10 +31,12 @@ optimizer step. This module runs that on one machine::
   command changes.
 
 The workers use the ``seed`` they are given as it is (the spawned processes would otherwise
-add ``BOOK_SEED`` a second time): a chapter passes ``method_seed(k)``. Each launch costs
-about 1.5-3 s of process start-up (every rank imports torch, and the first
-``optimizer.step()`` in a fresh process takes almost a second more), so a chapter batches
-its experiments into few launches (:func:`compare_methods`).
+add ``BOOK_SEED`` a second time): a chapter passes ``method_seed(k)``. Process start-up is
+the cost of a launch: where the platform has it (Linux, macOS) the ranks are forked from a
+*forkserver* that imported torch once, at the first launch (about 2 s), so later launches
+start in a fraction of a second; elsewhere every rank is a fresh interpreter that imports
+torch (1.5-3 s per launch). Either way a chapter batches its experiments into few launches
+(:func:`compare_methods`).
 
 References:
     Li et al., "PyTorch Distributed: Experiences on Accelerating Data Parallel Training",
@@ -162,11 +164,25 @@ def _write(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+def _start_context():
+    """forkserver where the platform has it, with torch and this module imported once in the server, else spawn."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        # the server imports torch once, and torch._dynamo (which the first optimizer a process builds imports,
+        # about a second); each rank forks from it with these modules loaded
+        ctx.set_forkserver_preload([__name__, "torch._dynamo"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
 def _worker_entry(rank: int, world_size: int, payload: bytes, backend: str, init_method: str,
-                  folder: str, threads: int | None, timeout_s: float) -> None:
+                  folder: str, threads: int | None, timeout_s: float, environ: dict | None = None) -> None:
     """What each spawned process runs: join the group, call ``fn``, leave the group, report."""
     folder = Path(folder)
     try:
+        if environ is not None:  # the launching process's environment now, not the forkserver's at its start
+            os.environ.clear()
+            os.environ.update(environ)
         fn, args = pickle.loads(payload)  # this rank's own copy of the arguments
         if threads is not None:
             torch.set_num_threads(threads)
@@ -247,8 +263,12 @@ def launch(fn: Callable[..., Any], world_size: int, *args, backend: str | None =
            timeout_s: float = 60.0, threads: int | None = 1) -> list:
     r"""Run ``fn(rank, world_size, *args)`` in ``world_size`` processes and return their results.
 
-    Each process is a fresh Python interpreter (the *spawn* start method, so this works from
-    notebooks, pytest and threads alike) that joins a ``torch.distributed`` process group of
+    Each process starts clean, as with the *spawn* start method (so this works from notebooks,
+    pytest and threads alike): it is forked from a *forkserver*, a server process started at
+    the first launch that has imported torch and this module and nothing else (it stays, idle,
+    until the launching Python process exits), or, on platforms without forkserver (Windows),
+    it is a fresh interpreter. It gets the launching process's current environment variables,
+    and joins a ``torch.distributed`` process group of
     ``world_size`` ranks before it calls ``fn``, and leaves it (``destroy_process_group``)
     after. The ranks meet through a file, ``init_method="file://<tmp>/rendezvous"`` in a
     fresh temporary directory: no network port is fixed, so two launches never collide.
@@ -266,8 +286,8 @@ def launch(fn: Callable[..., Any], world_size: int, *args, backend: str | None =
         backend: ``"gloo"`` (CPU tensors) or ``"nccl"`` (CUDA tensors, rank ``r`` on GPU ``r``).
             ``None``: nccl when CUDA is available and there are at least ``world_size`` GPUs,
             else gloo.
-        timeout_s: seconds for the whole launch, process start-up included (about 2 s per
-            launch: each process imports torch); also the process group's timeout for one
+        timeout_s: seconds for the whole launch, process start-up included (about 2 s for the
+            first launch, which starts the forkserver: it imports torch); also the process group's timeout for one
             collective.
         threads: torch CPU threads per process (``torch.set_num_threads``); one by default, since
             the processes share the machine's cores. ``None`` leaves torch's default.
@@ -286,8 +306,8 @@ def launch(fn: Callable[..., Any], world_size: int, *args, backend: str | None =
             rank skipping a collective the others wait in); all ranks are stopped.
         TypeError: when ``fn`` or the arguments cannot be sent to a spawned process.
 
-    No process outlives the call, whichever way it ends: the stragglers are terminated,
-    killed after 5 s if need be, and reaped. In a script, call ``launch`` under
+    No rank outlives the call, whichever way it ends: the stragglers are terminated,
+    killed after 5 s if need be, and reaped (the forkserver, which runs no user code, stays). In a script, call ``launch`` under
     ``if __name__ == "__main__":`` (spawn re-imports the main module).
 
     Example:
@@ -315,14 +335,15 @@ def launch(fn: Callable[..., Any], world_size: int, *args, backend: str | None =
         raise TypeError(f"launch cannot send the arguments to the spawned processes: {exc}. "
                         f"Arguments must be picklable (numbers, strings, lists, dicts, tensors)") from exc
 
-    ctx = multiprocessing.get_context("spawn")
+    ctx = _start_context()
     folder = Path(tempfile.mkdtemp(prefix="book-launch-"))
     init_method = "file://" + str(folder / "rendezvous")
     procs = []
     try:
         for rank in range(world_size):
             p = ctx.Process(target=_worker_entry, name=f"book-launch-rank-{rank}",
-                            args=(rank, world_size, payload, backend, init_method, str(folder), threads, timeout_s))
+                            args=(rank, world_size, payload, backend, init_method, str(folder), threads, timeout_s,
+                                  dict(os.environ)))
             p.start()
             procs.append(p)
         deadline = time.monotonic() + timeout_s

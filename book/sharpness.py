@@ -159,13 +159,13 @@ def _power_iteration(op, v: list[Tensor], iters: int, tol: float) -> tuple[float
 
 
 def top_hessian_eigenvalue(loss_fn: Callable[[], Tensor], params, iters: int = 100, tol: float = 1e-4,
-                           generator: torch.Generator | None = None) -> TopEigen:
+                           generator: torch.Generator | None = None, v0=None) -> TopEigen:
     r"""The sharpness: the largest eigenvalue of the Hessian of ``loss_fn()``, by power iteration on :func:`hvp`.
 
     .. math::
         v_{k+1} = \frac{H v_k}{\|H v_k\|}, \qquad \lambda_k = v_k^\top H v_k \to \lambda_{\max}
 
-    from a random unit :math:`v_0`, until :math:`|\lambda_k - \lambda_{k-1}| \le \text{tol}\,|\lambda_k|`
+    from a random unit :math:`v_0` (or a given one), until :math:`|\lambda_k - \lambda_{k-1}| \le \text{tol}\,|\lambda_k|`
     or ``iters`` products. The gradient's graph is built once and reused by every product.
 
     Note:
@@ -183,6 +183,9 @@ def top_hessian_eigenvalue(loss_fn: Callable[[], Tensor], params, iters: int = 1
         iters: at most this many Hessian-vector products (per run).
         tol: relative change of the estimate at which to stop.
         generator: for the random start (on any device); seeded runs repeat exactly.
+        v0: a start vector, split like ``params`` (it need not be a unit vector), instead of a random one:
+            pass the ``vector`` of the previous estimate to follow the sharpness along a training run
+            with fewer products (a warm start; the top eigenvector moves little between nearby weights).
 
     Returns:
         :class:`TopEigen` ``(value, vector, iterations, converged)``.
@@ -204,9 +207,18 @@ def top_hessian_eigenvalue(loss_fn: Callable[[], Tensor], params, iters: int = 1
     def op(v):
         return _hvp_from_grads(grads, params, v)
 
-    gen_device = generator.device if generator is not None else None
-    v0 = [torch.randn(p.shape, generator=generator, dtype=p.dtype, device=gen_device or p.device).to(p.device)
-          for p in params]
+    if v0 is not None:
+        v0 = _as_list(v0, "v0")
+        if len(v0) != len(params) or any(u.shape != p.shape for u, p in zip(v0, params)):
+            raise ValueError(f"v0 must hold one tensor shaped like each of params; got shapes "
+                             f"{[tuple(u.shape) for u in v0]} for {[tuple(p.shape) for p in params]}")
+        v0 = [u.detach().to(device=p.device, dtype=p.dtype) for u, p in zip(v0, params)]
+        if float(_dot(v0, v0)) == 0:
+            raise ValueError("v0 is the zero vector: power iteration needs a start with a nonzero norm")
+    else:
+        gen_device = generator.device if generator is not None else None
+        v0 = [torch.randn(p.shape, generator=generator, dtype=p.dtype, device=gen_device or p.device).to(p.device)
+              for p in params]
     value, v, k, converged = _power_iteration(op, v0, iters, tol)
     if value < 0:  # dominant eigenvalue is negative: the largest one is μ + top eigenvalue of H - μI ≥ 0 shift
         mu = value

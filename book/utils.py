@@ -129,6 +129,14 @@ def generator(seed: int = 0, device: torch.device | str | None = None) -> torch.
     return g.manual_seed(method_seed(seed))
 
 
+def _limit_blas_threads(n: int) -> None:
+    """Cap NumPy's and SciPy's BLAS thread pools (OpenBLAS, MKL, BLIS) at ``n``, for the rest of the process."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=n, user_api="blas")  # the libraries loaded so far; not a context manager: it stays
+    os.environ["OPENBLAS_NUM_THREADS"] = str(n)  # and those loaded later (SciPy brings its own OpenBLAS)
+
+
 def seed_everything(seed: int = 0, threads: int | None = None) -> torch.Generator:
     """Seed Python's, NumPy's and PyTorch's random number generators (all devices).
 
@@ -136,7 +144,10 @@ def seed_everything(seed: int = 0, threads: int | None = None) -> torch.Generato
     Torch's CPU thread count is set to ``BOOK_THREADS`` when that is set (``make claims`` runs
     every chapter with one thread and with two, where rounding differs), else to ``threads``
     when given: a chapter whose networks are tiny passes ``threads=1``, since more threads only
-    add overhead there and make timings erratic on a busy machine.
+    add overhead there and make timings erratic on a busy machine. The same count then caps the
+    threads of NumPy's and SciPy's BLAS (through ``threadpoolctl``): their problems in the chapters
+    are tinier still (Optuna's Gaussian-process sampler, L-BFGS-B), and an OpenBLAS thread that
+    spins waiting for a busy core made a GP sampler's trials several times slower.
 
     Returns a fresh ``torch.Generator`` seeded with the same seed, for code that prefers an
     explicit generator to global state.
@@ -155,6 +166,7 @@ def seed_everything(seed: int = 0, threads: int | None = None) -> torch.Generato
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
     if asked is not None or threads is not None:
         torch.set_num_threads(asked if asked is not None else threads)
+        _limit_blas_threads(asked if asked is not None else threads)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device

@@ -52,6 +52,14 @@ def test_stop_at_target_stops_there():
     assert record.reached and len(record.val_acc) == record.epochs_to_target < 5
 
 
+def test_evaluate_tuned_stopping_at_the_target_counts_the_same_epochs():
+    w, h = _small(target=0.9, epochs=3), {"lr": 1e-2, "weight_decay": 1e-4}
+    full = compare.evaluate_tuned(w, "adamw", h, seeds=[3])
+    stopped = compare.evaluate_tuned(w, "adamw", h, seeds=[3], stop_at_target=True)
+    assert full["reached"] == 1.0 and stopped["epochs_to_target"] == full["epochs_to_target"]
+    assert stopped["median_epochs"] == full["median_epochs"]
+
+
 def test_tuning_spends_the_same_budget_on_every_method(monkeypatch):
     calls = []
     real = compare.run

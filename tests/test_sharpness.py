@@ -151,6 +151,20 @@ def test_top_eigenvalue_is_reproducible_with_a_generator_and_reports_no_converge
     assert 9.9 < runs[0].value <= 10.0   # the Rayleigh quotient never overshoots λ_max
 
 
+def test_top_eigenvalue_warm_started_from_an_eigenvector_converges_at_once_and_v0_is_checked():
+    gen = torch.Generator().manual_seed(4)
+    A = _spd(6, gen, [1.0, 2.0, 3.0, 4.0, 9.0, 10.0])
+    x = torch.zeros(6, dtype=torch.float64, requires_grad=True)
+    loss = lambda: 0.5 * x @ A @ x  # noqa: E731
+    cold = top_hessian_eigenvalue(loss, x, iters=2000, tol=1e-12, generator=torch.Generator().manual_seed(0))
+    warm = top_hessian_eigenvalue(loss, x, iters=2000, tol=1e-12, v0=[3.0 * cold.vector[0]])  # any norm
+    assert warm.value == pytest.approx(10.0, rel=1e-9) and warm.iterations <= 3 < cold.iterations
+    with pytest.raises(ValueError, match="shaped like"):
+        top_hessian_eigenvalue(loss, x, v0=[torch.ones(5, dtype=torch.float64)])
+    with pytest.raises(ValueError, match="zero vector"):
+        top_hessian_eigenvalue(loss, x, v0=torch.zeros(6, dtype=torch.float64))
+
+
 def test_sharpness_of_gd_on_a_quadratic_sets_its_stability_limit():
     """GD on ½xᵀAx converges iff lr < 2/λ_max: the measured sharpness predicts it."""
     A = _spd(3, torch.Generator().manual_seed(5), [0.5, 2.0, 8.0])

@@ -1,3 +1,4 @@
+import os
 import random
 
 import numpy as np
@@ -103,3 +104,19 @@ def test_a_chapter_thread_count_yields_to_book_threads(monkeypatch):
             seed_everything(0, threads=0)
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_thread_count_also_caps_numpy_and_scipy_blas(monkeypatch):
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    blas = lambda: [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]  # noqa: E731
+    before, keep = torch.get_num_threads(), threadpool_limits(limits=None, user_api="blas")
+    try:
+        monkeypatch.delenv("BOOK_THREADS", raising=False)
+        monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)  # restored after the test
+        seed_everything(0, threads=1)
+        assert blas() and set(blas()) == {1}  # the libraries loaded so far ...
+        assert os.environ["OPENBLAS_NUM_THREADS"] == "1"  # ... and an OpenBLAS loaded later
+    finally:
+        torch.set_num_threads(before)
+        keep.restore_original_limits()

@@ -446,8 +446,9 @@ class TabularBenchmark:
         import optuna
 
         i, j = self._suggest(trial)
+        curve = self.val_loss[i, j].tolist()  # the validation loss after each epoch, as Python floats
         for epoch in range(1, self.epochs + 1):
-            value = float(self.val_loss[i, j, epoch - 1])
+            value = curve[epoch - 1]
             trial.report(value, epoch)
             if prune and epoch < self.epochs and trial.should_prune():  # the last epoch is paid for
                 trial.set_user_attr("epochs", epoch)
@@ -607,9 +608,22 @@ def optuna_worker(
         torch.set_num_threads(threads)
 
 
-def _worker_entry(error_path: str, *args) -> None:
+def _start_context():
+    """forkserver where the platform has it (torch and Optuna imported once, in the server), else spawn."""
+    import multiprocessing
+
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__, "optuna"])  # each worker forks with them loaded
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def _worker_entry(error_path: str, environ: dict, *args) -> None:
     """Run :func:`optuna_worker`; on an error, write its traceback where the parent reads it."""
     try:
+        os.environ.clear()  # the parent's environment now, not the forkserver's at its start
+        os.environ.update(environ)
         optuna_worker(*args)
     except BaseException:
         with open(error_path, "w") as f:
@@ -632,15 +646,15 @@ def run_parallel_study(
 
     The parent saves the benchmark and creates the study in ``directory`` (``benchmark.pt`` and
     ``journal.log``), starts :func:`optuna_worker` in ``n_workers`` processes
-    (``multiprocessing.get_context("spawn")``: a fresh interpreter each, safe with threads and
-    notebooks) and waits. **Worker i uses the sampler seed** ``sampler_seed + i``: distinct
+    (each starts clean, safe with threads and notebooks: forked from a *forkserver* that imported torch and
+    Optuna once, where the platform has one, or a fresh interpreter with the *spawn* start method) and waits. **Worker i uses the sampler seed** ``sampler_seed + i``: distinct
     seeds, so the workers do not propose the same points. TPE's "constant liar" (running trials
     count as bad, so a worker does not sample next to a trial another worker is still running)
     is on by default in Optuna 5; older versions need ``TPESampler(constant_liar=True)``. The result is still not reproducible run to run: which
     worker reads which results first depends on timing.
 
-    Each process takes a second or two to start (it imports torch and Optuna), so this pays
-    only when trials are slow; on the tabular benchmark it demonstrates the mechanics. In a
+    Starting the processes costs a second or two (the forkserver, at its first use, or each spawned
+    interpreter imports torch and Optuna), so this pays only when trials are slow; on the tabular benchmark it demonstrates the mechanics. In a
     script, call it under ``if __name__ == "__main__":`` (spawn re-imports the main module).
 
     Args:
@@ -663,8 +677,6 @@ def run_parallel_study(
         TimeoutError: if the workers are not done within ``timeout`` (they are terminated).
         RuntimeError: if a worker fails, with its traceback.
     """
-    import multiprocessing
-
     import optuna
 
     if not isinstance(benchmark, TabularBenchmark):
@@ -684,13 +696,13 @@ def run_parallel_study(
         storage = _journal(journal_path)
         optuna.create_study(study_name=study_name, storage=storage, direction="minimize", load_if_exists=True)
 
-        ctx = multiprocessing.get_context("spawn")
+        ctx = _start_context()
         procs = []
         for i in range(n_workers):
             err = os.path.join(folder, f"worker-{i}.err")
             if os.path.exists(err):
                 os.remove(err)
-            args = (err, journal_path, study_name, n_trials, sampler_seed + i, bench_path, sampler, prune)
+            args = (err, dict(os.environ), journal_path, study_name, n_trials, sampler_seed + i, bench_path, sampler, prune)
             procs.append(ctx.Process(target=_worker_entry, args=args, name=f"optuna-worker-{i}"))
         for p in procs:
             p.start()
