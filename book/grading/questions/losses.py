@@ -33,14 +33,20 @@ def _gen(seed):
 # 1. Cross-entropy from logits, stable, with label smoothing
 
 
-def _ce_cases(device):
-    g = _gen(70)
+def _draws(g, device):
+    """(logits(n, c, scale, dtype), labels(n, c)): seeded draws from ``g``, in the order they are asked for."""
 
     def logits(n, c, scale=1.0, dtype=torch.float64):
         return (scale * torch.randn(n, c, generator=g, dtype=torch.float64)).to(dtype).to(device)
 
     def labels(n, c):
         return torch.randint(0, c, (n,), generator=g).to(device)
+
+    return logits, labels
+
+
+def _ce_cases(device):
+    logits, labels = _draws(_gen(70), device)
 
     return [
         Case("8 samples, 5 classes", (logits(8, 5), labels(8, 5))),
@@ -243,13 +249,7 @@ focal = Question(
 
 
 def _ce_grad_cases(device):
-    g = torch.Generator().manual_seed(740)
-
-    def logits(n, c, scale=1.0, dtype=torch.float64):
-        return (scale * torch.randn(n, c, generator=g, dtype=torch.float64)).to(dtype).to(device)
-
-    def labels(n, c):
-        return torch.randint(0, c, (n,), generator=g).to(device)
+    logits, labels = _draws(_gen(740), device)
 
     return [
         Case("4 examples, 3 classes, float64", (logits(4, 3), labels(4, 3))),
