@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import secrets
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any, Sequence
 
 from book.grading.core import Question, Result
@@ -63,10 +61,9 @@ def train_seeds(question_id: str, params: dict, seeds: Sequence[int], time_limit
 
     Raises ``TimeoutError`` when the training takes longer than ``time_limit`` seconds, and
     ``RuntimeError`` when the process fails."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "JPY_"))}
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.update(BOOK_DEVICE="cpu", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    from book.grading.runner import _child_env  # the same clean environment as the answers' process
+
+    env = _child_env()
     job = json.dumps({"id": question_id, "params": params, "seeds": list(seeds)})
     try:
         proc = subprocess.run([sys.executable, "-m", "book.grading._tune"], input=job, capture_output=True,

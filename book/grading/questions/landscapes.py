@@ -231,13 +231,13 @@ def _kappa_ref():
     return float(lam[-1] / lam[0])
 
 
-def _smallest():
-    return float(torch.linalg.eigvalsh(torch.tensor([[74.0, 20.0], [20.0, 34.0]], dtype=torch.float64))[0])
+def _eigenvalues(H):
+    return torch.linalg.eigvalsh(torch.tensor(H, dtype=torch.float64)).tolist()
 
 
 def _kappa_of(H):
-    lam = torch.linalg.eigvalsh(torch.tensor(H, dtype=torch.float64))
-    return float(lam[-1] / lam[0])
+    lam = _eigenvalues(H)
+    return lam[-1] / lam[0]
 
 
 himmelblau_kappa = Question(
@@ -257,7 +257,7 @@ himmelblau_kappa = Question(
                 "apart. Solve λ² − (trace) λ + det = 0."),
         Mistake("the inverse ratio, mu / L", lambda: 1.0 / _kappa_ref(),
                 "the condition number is the largest eigenvalue over the smallest, L/μ ≥ 1."),
-        Mistake("the largest eigenvalue alone", lambda: _kappa_of([[74.0, 20.0], [20.0, 34.0]]) * _smallest(),
+        Mistake("the largest eigenvalue alone", lambda: _eigenvalues([[74.0, 20.0], [20.0, 34.0]])[-1],
                 "κ is a ratio, L/μ: it has no units, and scaling f does not change it."),
         Mistake("each residual's own square left out of the other's curvature",
                 lambda: _kappa_of([[72.0, 20.0], [20.0, 32.0]]),
