@@ -626,3 +626,24 @@ def test_guessing_a_diagnosis_through_the_check_does_not_pay():
         assert [c.args[0]["train_loss"] for c in second] != [c.args[0]["train_loss"] for c in first]
         result = judge(q, second, learnt)
         assert not result.passed and result.points < q.points, (seed, result)
+
+
+def test_a_diagnose_draw_shows_its_cause_with_room_to_spare(monkeypatch):
+    """A real run can happen to hide its cause (an overfitting run whose validation loss barely turns
+    up); the grader redraws such a run instead of asking an unfair question. Seed 189 is such an
+    overfitting run: its validation loss ends only 1.31 times above its minimum."""
+    from book.grading.curves import training_run
+    from book.grading.questions import schedules
+
+    hidden = training_run("overfitting", 189)
+    assert not schedules._is_clear("overfitting", hidden)
+    assert schedules._rules(hidden) == "overfitting"  # a good answer's rule still reads it, barely
+    drawn = []
+    monkeypatch.setattr(schedules, "training_run", lambda cause, seed: drawn.append(seed) or training_run(cause, seed))
+    run = schedules._clear_run("overfitting", 189)
+    assert drawn[0] == 189 and len(drawn) >= 2 and run["val_loss"] != hidden["val_loss"]
+    assert schedules._is_clear("overfitting", run)
+    for cause in ("well tuned", "lr too low", "lr too high", "overfitting"):  # typical runs are clear
+        assert schedules._is_clear(cause, training_run(cause, 0)), cause
+    assert not schedules._is_clear("well tuned", training_run("overfitting", 0))
+    assert not schedules._is_clear("lr too low", training_run("well tuned", 0))
