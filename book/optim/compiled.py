@@ -178,21 +178,26 @@ def _with_captured_scalars(fn: Callable[..., None], args: tuple) -> None:
         dynamo_config.capture_scalar_outputs, dynamo_config.recompile_limit = before
 
 
-_last_scalars: list = [None, None]  # values and their tensor: reused while they repeat (SGD's lr)
+_last_scalars: list = [None, None]  # (values, device) and their tensor: reused while they repeat (SGD's lr)
 
 
-def _scalars(values: tuple[float, ...]) -> Tensor:
-    """The per-step scalars as one float64 tensor **on the CPU**, whatever the parameters' device: the
-    compiled program reads them with ``.item()``, which on a GPU tensor would wait for the GPU every step."""
-    if _last_scalars[0] != values:
-        _last_scalars[:] = [values, torch.tensor(values, dtype=torch.float64)]
+def _scalars(values: tuple[float, ...], device: torch.device) -> Tensor:
+    """The per-step scalars as one float64 tensor, which the compiled program reads with ``.item()``.
+
+    On a CPU they live on the CPU. On a GPU they must live on the parameters' device: TorchInductor
+    (seen with torch 2.11 on CUDA) cannot launch a generated GPU kernel whose scalars are read from a
+    CPU tensor ("CUDA driver error: invalid argument"). Reading them there costs the step one wait for
+    the GPU (``.item()`` synchronises)."""
+    device = torch.device("cpu") if device.type == "cpu" else device
+    if _last_scalars[0] != (values, device):
+        _last_scalars[:] = [(values, device), torch.tensor(values, dtype=torch.float64, device=device)]
     return _last_scalars[1]
 
 
-def _adam_scalars(t: float, lr: float, betas: tuple[float, float]) -> Tensor:
+def _adam_scalars(t: float, lr: float, betas: tuple[float, float], device: torch.device) -> Tensor:
     """Adam's per-step scalars at step ``t`` as one tensor, computed by the kernel's own
     :func:`book.optim.functional.adam_scalars`: ``[lr, step_size, bias_correction2_sqrt]``."""
-    return _scalars((lr, *F.adam_scalars(t, lr, betas)))
+    return _scalars((lr, *F.adam_scalars(t, lr, betas)), device)
 
 
 def _adam_call(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, t, *, lr, betas, eps, weight_decay, amsgrad,
@@ -200,7 +205,7 @@ def _adam_call(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, t, *, lr, betas
     options = (bool(amsgrad), bool(maximize), bool(decoupled_weight_decay))
     betas, eps, weight_decay = (float(betas[0]), float(betas[1])), float(eps), float(weight_decay)
     key = ("adam", options, betas, eps, weight_decay, param.dtype, param.device.type)
-    scalars = _adam_scalars(t, lr, betas)
+    scalars = _adam_scalars(t, lr, betas, param.device)
     _call("adam", key, (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else None, scalars,
                         betas, eps, weight_decay, *options))
 
@@ -208,7 +213,7 @@ def _adam_call(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, t, *, lr, betas
 def _sgd_call(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_decay, nesterov, maximize) -> None:
     momentum, dampening, weight_decay = float(momentum), float(dampening), float(weight_decay)
     key = ("sgd", (bool(nesterov), bool(maximize)), momentum, dampening, weight_decay, param.dtype, param.device.type)
-    _call("sgd", key, (param, grad, momentum_buffer, _scalars((lr,)), momentum, dampening,
+    _call("sgd", key, (param, grad, momentum_buffer, _scalars((lr,), param.device), momentum, dampening,
                        weight_decay, bool(nesterov), bool(maximize)))
 
 
