@@ -6,6 +6,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 JB     := $(VENV)/bin/jupyter-book
+# make test's processes (pytest-xdist): the chapters run on one, the rest of the suite beside them
+TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help install book pdf tex test test-site test-lab claims lab clean exercises grade bench
@@ -13,7 +15,7 @@ JB     := $(VENV)/bin/jupyter-book
 help:
 	@echo "make book    build the HTML book into _build/html (executes chapters, cached)"
 	@echo "make pdf     build the whole book as one PDF, _build/latex/book.pdf (installs TeX from Debian on first use)"
-	@echo "make test    run the whole test suite (kernels, notebooks, book build)"
+	@echo "make test    run the whole test suite (kernels, notebooks, book build) on TEST_WORKERS=2 processes"
 	@echo "make test-site  build the book, then open every page in Chromium and check what a reader sees"
 	@echo "make test-lab   open a chapter in JupyterLab in Chromium: MyST rendered, cells run, an explorer redraws (CHAPTER=06)"
 	@echo "make claims  run every chapter under 5 other seeds, 1 and 2 threads (CHAPTERS=06,08 for some; JOBS=2)"
@@ -66,7 +68,7 @@ pdf: $(STAMP) tex
 	@echo "The PDF is built: $(CURDIR)/_build/latex/book.pdf"
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 # The built book in a real browser (Debian's Chromium, driven by Playwright): every page at 1,280
 # and 390 px; screenshots and a report in _build/site-check/. Without Chromium it fails with the

@@ -3,9 +3,51 @@
 `make test` runs the unit tests, then every chapter notebook with nbval, then the
 book build, which reuses the notebooks nbval has just executed (tests/test_book.py),
 so each chapter is executed once per run.
+
+`make test` runs on two processes (pytest-xdist, ``-n 2``). Work is handed out in indivisible
+units by :class:`BookScheduling`: the chapters and the book build form one unit, in that order,
+so the build finds the chapters' executions in its own process; each other notebook is a unit
+(its cells share one kernel, in order); each test file is a unit (its module-wide fixtures,
+some of which grade whole notebooks, run once). The largest units go first, so the chapters
+start at once and the rest of the suite runs beside them.
 """
 
+from __future__ import annotations
+
 import pytest
+
+# the tests that build the book from the chapters' executions (marked book_build; a test checks the list)
+BOOK_BUILD_TESTS = ("tests/test_book.py::test_book_builds_without_warnings",)
+
+
+def scope_of(nodeid: str) -> str:
+    """The unit of work a test belongs to: "book" (every chapter cell and the build), else its file."""
+    path = nodeid.split("::", 1)[0]
+    if nodeid in BOOK_BUILD_TESTS or (path.startswith("chapters/") and path.endswith(".ipynb")):
+        return "book"
+    return path
+
+
+class _Scheduler:
+    """Registered when pytest-xdist is installed (its hook does not exist otherwise)."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_xdist_make_scheduler(self, config, log):
+        from xdist.scheduler import LoadScopeScheduling
+
+        class BookScheduling(LoadScopeScheduling):
+            """xdist's scope scheduling (a unit's tests on one process, in order; the largest units first)
+            with the units of :func:`scope_of`."""
+
+            def _split_scope(self, nodeid: str) -> str:
+                return scope_of(nodeid)
+
+        return BookScheduling(config, log)
+
+
+def pytest_configure(config):
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_Scheduler(), "book-scheduler")
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -310,3 +310,24 @@ def test_a_library_change_empties_the_cache_and_the_stored_doctrees(tmp_path):
     (build / ".doctrees").mkdir()
     assert not _bookbuild.sync_cache(tmp_path)  # same library: everything stays
     assert (build / ".doctrees").exists()
+
+
+def test_the_test_scheduler_keeps_the_chapters_with_the_build():
+    """`make test` runs on two processes; the build must run after the chapters, in their process
+    (conftest.py's scheduler). Its list of build tests is the list of tests marked book_build,
+    and every chapter cell and no other test falls in the build's unit."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_root_conftest", ROOT / "conftest.py")
+    root = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(root)
+    marked = tuple(f"tests/test_book.py::{name}" for name, fn in globals().items()
+                   if any(m.name == "book_build" for m in getattr(fn, "pytestmark", [])))
+    assert marked == root.BOOK_BUILD_TESTS
+    others = [p.name for p in (ROOT / "tests").glob("test_*.py")
+              if p.name != "test_book.py" and "mark.book_build" in p.read_text()]
+    assert not others, f"book_build tests outside test_book.py, unknown to conftest.py: {others}"
+    assert root.scope_of("chapters/03_sgd.ipynb::Cell 4") == "book"
+    assert root.scope_of("exercises/03_sgd.ipynb::Cell 4") == "exercises/03_sgd.ipynb"
+    assert root.scope_of("tests/test_book.py::test_toc_entries_exist") == "tests/test_book.py"
+    assert root.scope_of("tests/test_optim_sgd.py::test_x[cpu-a::b]") == "tests/test_optim_sgd.py"
