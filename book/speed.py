@@ -162,10 +162,14 @@ class StepTrace:
         ops: the ATen operations that produced a parameter-sized result, in order (each is one
             pass over the parameters: one elementwise operation per parameter).
         element_size: bytes per element of the parameter's dtype.
+        passes: parameter-sized arrays read or written, summed over the operations, temporaries
+            included: what the traced code moves when each operation is its own pass over memory.
     """
 
-    def __init__(self, read: list[str], written: list[str], ops: list[str], element_size: int) -> None:
+    def __init__(self, read: list[str], written: list[str], ops: list[str], element_size: int,
+                 passes: int = 0) -> None:
         self.read, self.written, self.ops, self.element_size = read, written, ops, element_size
+        self.passes = passes
 
     @property
     def arrays(self) -> int:
@@ -174,7 +178,13 @@ class StepTrace:
 
     @property
     def bytes_per_parameter(self) -> int:
+        """The least any implementation must move: each array read once and written once."""
         return self.arrays * self.element_size
+
+    @property
+    def unfused_bytes_per_parameter(self) -> int:
+        """What the traced code moves with one pass over memory per operation (temporaries included)."""
+        return self.passes * self.element_size
 
     def __repr__(self) -> str:
         return f"StepTrace(read={self.read}, written={self.written}, {len(self.ops)} ops)"
@@ -189,6 +199,7 @@ class _Recorder(TorchDispatchMode):
         self.read: list[str] = []
         self.written: list[str] = []
         self.ops: list[str] = []
+        self.passes = 0
 
     def _name(self, t) -> str | None:
         if isinstance(t, torch.Tensor) and t.numel() > 1:
@@ -198,21 +209,33 @@ class _Recorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         op = func.__name__.split(".")[0]
+        seen: set[tuple[int, bool]] = set()  # addcmul_(g, g) reads g once
         for index, argument in enumerate(func._schema.arguments):
             value = args[index] if index < len(args) and not argument.kwarg_only else kwargs.get(argument.name)
             for t in tree_flatten(value)[0]:
-                name = self._name(t)
-                if name is None:
+                if not isinstance(t, torch.Tensor) or t.numel() != self.numel:
                     continue
                 writes = argument.alias_info is not None and argument.alias_info.is_write
                 reads = not writes or not (op in _WRITE_ONLY or argument.name == "out")
+                ptr = t.untyped_storage().data_ptr()
+                for direction, happens in ((False, reads), (True, writes)):
+                    if happens and (ptr, direction) not in seen:
+                        seen.add((ptr, direction))
+                        self.passes += 1
+                name = self._name(t)
+                if name is None:
+                    continue
                 if reads and name not in self.read:
                     self.read.append(name)
                 if writes and name not in self.written:
                     self.written.append(name)
         out = func(*args, **kwargs)
-        if any(isinstance(t, torch.Tensor) and t.numel() == self.numel for t in tree_flatten(out)[0]):
+        results = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor) and t.numel() == self.numel]
+        if results:
             self.ops.append(op)
+        # a fresh result (not an alias of an argument, as an in-place op returns) is one more array written
+        fresh = [r for r in func._schema.returns if r.alias_info is None]
+        self.passes += min(len(fresh), len(results))
         return out
 
 
@@ -262,7 +285,7 @@ def trace_step(optimizer: str | type, numel: int = 64, dtype: torch.dtype = torc
         opt.step()
     order = list(named.values())  # param, grad, then the state in the optimizer's order
     return StepTrace(sorted(recorder.read, key=order.index), sorted(recorder.written, key=order.index), recorder.ops,
-                     param.element_size())
+                     param.element_size(), recorder.passes)
 
 
 def bytes_per_parameter(optimizer: str | type, dtype: torch.dtype = torch.float32, **hyper) -> int:
