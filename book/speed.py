@@ -37,7 +37,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 __all__ = ["sync", "StreamTriad", "triad_bandwidth", "matmul_flops", "StepTrace", "trace_step", "bytes_per_parameter",
-           "optimizer_class", "shapes", "block_shapes", "make_params", "time_variants", "time_step"]
+           "optimizer_class", "shapes", "block_shapes", "make_params", "time_variants", "paired_ratio", "time_step"]
 
 TRIAD_BYTES_PER_ELEMENT = 3 * 4
 """The triad ``a = b + s c`` on float32 reads b and c and writes a: 12 bytes per element (STREAM's count)."""
@@ -369,7 +369,8 @@ def _stepper(variant) -> Callable[[], object]:
 
 
 def time_variants(optimizers: dict, repeats: int, target_s: float = 0.02, warmup: int = 2,
-                  device: torch.device | str = torch.device("cpu"), seed: int = 0) -> tuple[dict, dict]:
+                  device: torch.device | str = torch.device("cpu"), seed: int = 0,
+                  samples: dict | None = None) -> tuple[dict, dict]:
     """Median and best seconds per step of each variant, measured interleaved, and first-step times.
 
     ``optimizers`` maps a name to an optimizer (its ``step()`` is timed) or to a function of no
@@ -378,6 +379,11 @@ def time_variants(optimizers: dict, repeats: int, target_s: float = 0.02, warmup
     ``repeats`` rounds every variant takes one sample, in an order shuffled by ``seed``: a
     burst of load from other programs hits all variants alike, so the ratio of two medians is
     steadier than either time. On CUDA the clock is read after the device has finished.
+
+    Args:
+        samples: a dict to fill with every sample, ``{name: [seconds per step, one per round]}``:
+            the ``i``-th samples of two variants were taken in the same round, moments apart,
+            so their ratio is free of slow drifts in the machine's load (see :func:`paired_ratio`).
 
     Returns:
         ``({name: (median_s, best_s)}, {name: first_step_s})``.
@@ -409,7 +415,8 @@ def time_variants(optimizers: dict, repeats: int, target_s: float = 0.02, warmup
         step()
         sync(device)
         inner[variant] = max(1, min(50, round(target_s / max(time.perf_counter() - start, 1e-6))))
-    samples = {v: [] for v in optimizers}
+    samples = {v: [] for v in optimizers} if samples is None else samples
+    samples.update({v: [] for v in optimizers})
     order = list(optimizers)
     rng = random.Random(seed)
     for _ in range(repeats):
@@ -423,6 +430,16 @@ def time_variants(optimizers: dict, repeats: int, target_s: float = 0.02, warmup
             sync(device)
             samples[variant].append((time.perf_counter() - start) / n)
     return {v: (statistics.median(s), min(s)) for v, s in samples.items()}, first
+
+
+def paired_ratio(samples: dict, a: str, b: str) -> float:
+    """The median over rounds of ``a``'s time over ``b``'s in the same round (``samples`` from :func:`time_variants`).
+
+    Example:
+        >>> paired_ratio({"loop": [2.0, 9.0, 4.0], "flat": [1.0, 3.0, 2.0]}, "loop", "flat")
+        2.0
+    """
+    return statistics.median(x / y for x, y in zip(samples[a], samples[b]))
 
 
 def time_step(step, repeats: int = 5, target_s: float = 0.01, device: torch.device | str = "cpu") -> float:
