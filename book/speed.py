@@ -150,7 +150,7 @@ def optimizer_class(optimizer: str | type) -> type:
 
 
 # Operations that write their first argument without reading it.
-_WRITE_ONLY = {"copy_", "fill_", "zero_", "empty_like", "zeros_like"}
+_WRITE_ONLY = {"copy_", "fill_", "zero_"}
 
 
 class StepTrace:
