@@ -31,11 +31,8 @@ import argparse
 import datetime as _dt
 import inspect
 import json
-import math
 import os
 import platform
-import random
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -46,6 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import book.optim as bo  # noqa: E402
 from book.optim import compiled as bcompiled  # noqa: E402
+# The measuring primitives live in book.speed (the appendix page on step speed uses them too).
+from book.speed import StreamTriad, bytes_per_parameter, make_params, shapes, time_variants  # noqa: E402, F401
+from book.speed import sync as _sync  # noqa: E402
 
 # The arguments each optimizer is benchmarked with (the same for book and torch).
 HYPER = {
@@ -58,24 +58,20 @@ HYPER = {
 }
 CLASS_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop",
                "adagrad": "Adagrad", "adadelta": "Adadelta"}
-# float32 arrays a step must read and write per parameter, with the HYPER above:
+# float32 arrays a step must read and write per parameter, with the HYPER above, counted from what
+# torch.optim's step touches (book.speed.trace_step):
 #   sgd (momentum)  read θ, g, b         write θ, b        5
 #   adam, adamw     read θ, g, m, v      write θ, m, v     7
 #   rmsprop         read θ, g, v         write θ, v        5
 #   adagrad         read θ, g, s         write θ, s        5
 #   adadelta        read θ, g, v, u      write θ, v, u     7
-ARRAYS = {"sgd": 5, "adam": 7, "adamw": 7, "rmsprop": 5, "adagrad": 5, "adadelta": 7}
+ARRAYS = {name: bytes_per_parameter(getattr(torch.optim, CLASS_NAMES[name]), **hyper) // 4
+          for name, hyper in HYPER.items()}
 VARIANTS = ["book", "book-loop", "book-foreach", "book-compiled", "torch-loop", "torch-foreach", "torch-fused"]
 
 
 # ---------------------------------------------------------------------------
 # Machine and bandwidth
-
-
-def _sync(device: torch.device) -> None:
-    """Wait for the device's queued work (CUDA runs asynchronously; the CPU needs nothing)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def machine_info(threads: int, device: torch.device = torch.device("cpu")) -> dict:
@@ -104,36 +100,6 @@ def machine_info(threads: int, device: torch.device = torch.device("cpu")) -> di
     }
 
 
-class StreamTriad:
-    """The memory bandwidth in GB/s of ``a = b + s c`` on float32 arrays of ``numel`` elements.
-
-    ``torch.add(b, c, alpha=s, out=a)`` does the triad in one multi-threaded pass. It is
-    charged 3 arrays × 4 bytes per element (read b, c; write a), STREAM's convention, which
-    does not count the cache line a store first reads (write-allocate): the hardware moves
-    up to 4/3 as much. 2**25 elements make 128 MiB per array, far beyond any cache. On a
-    shared machine one measurement can land in a burst of load, so the benchmark samples
-    the triad again between its cells and keeps the best: ``best`` is the fastest pass seen.
-    """
-
-    def __init__(self, numel: int = 2**25, device: torch.device = torch.device("cpu")) -> None:
-        self.numel, self.device = numel, device
-        self.a = torch.empty(numel, device=device)
-        self.b, self.c = torch.rand(numel, device=device), torch.rand(numel, device=device)
-        torch.add(self.b, self.c, alpha=0.5, out=self.a)  # touch every page first
-        self.best = 0.0
-        self.samples = 0
-
-    def sample(self, repeats: int = 3) -> float:
-        for _ in range(repeats):
-            _sync(self.device)
-            start = time.perf_counter()
-            torch.add(self.b, self.c, alpha=0.5, out=self.a)
-            _sync(self.device)
-            self.best = max(self.best, 3 * 4 * self.numel / (time.perf_counter() - start) / 1e9)
-            self.samples += 1
-        return self.best
-
-
 # ---------------------------------------------------------------------------
 # Parameters
 
@@ -150,35 +116,6 @@ def format_size(n: int) -> str:
         if n >= scale and n % scale == 0:
             return f"{n // scale}{unit}"
     return str(n)
-
-
-def shapes(numel: int, layout: str) -> list[tuple[int, ...]]:
-    """``flat``: one tensor. ``mixed``: 50 transformer-like blocks of 4 tensors (two (4d, d)
-    matrices, a (4d,) bias and a (d,) norm weight) plus a remainder vector: ~200 tensors."""
-    if layout == "flat":
-        return [(numel,)]
-    if layout != "mixed":
-        raise ValueError(f"Unknown layout {layout!r}: use 'flat' or 'mixed'")
-    d = max(1, int((math.sqrt(250**2 + 1600 * numel) - 250) / 800))  # largest d with 50 (8d^2 + 5d) <= numel
-    out: list[tuple[int, ...]] = []
-    for _ in range(50):
-        out += [(4 * d, d), (d, 4 * d), (4 * d,), (d,)]
-    rest = numel - sum(math.prod(s) for s in out)
-    if rest < 0:
-        raise ValueError(f"A mixed layout needs at least 650 parameters, got {numel}")
-    if rest > 0:
-        out.append((rest,))
-    return out
-
-
-def make_params(numel: int, layout: str, seed: int = 0, device: torch.device = torch.device("cpu")) -> list[torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    params = []
-    for shape in shapes(numel, layout):
-        p = torch.randn(shape, generator=gen).to(device)
-        p.grad = (torch.randn(shape, generator=gen) * 1e-2).to(device)
-        params.append(p)
-    return params
 
 
 # ---------------------------------------------------------------------------
@@ -265,43 +202,6 @@ def torch_default(name: str, params: list[torch.Tensor]) -> str:
 
 # ---------------------------------------------------------------------------
 # Timing
-
-
-def time_variants(optimizers: dict, repeats: int, target_s: float = 0.02, warmup: int = 2,
-                  device: torch.device = torch.device("cpu")) -> tuple[dict, dict]:
-    """Median seconds per step of each optimizer (interleaved, shuffled), and first-step times.
-    On CUDA the clock is read after the device has finished the queued steps."""
-    first = {}
-    for variant, opt in optimizers.items():
-        _sync(device)
-        start = time.perf_counter()
-        opt.step()  # creates the state (and compiles)
-        _sync(device)
-        first[variant] = time.perf_counter() - start
-        for _ in range(warmup - 1):
-            opt.step()
-    # steps per sample: enough for ~target_s, estimated from one more step
-    inner = {}
-    for variant, opt in optimizers.items():
-        _sync(device)
-        start = time.perf_counter()
-        opt.step()
-        _sync(device)
-        inner[variant] = max(1, min(50, round(target_s / max(time.perf_counter() - start, 1e-6))))
-    samples = {v: [] for v in optimizers}
-    order = list(optimizers)
-    rng = random.Random(0)
-    for _ in range(repeats):
-        rng.shuffle(order)
-        for variant in order:
-            opt, n = optimizers[variant], inner[variant]
-            _sync(device)
-            start = time.perf_counter()
-            for _ in range(n):
-                opt.step()
-            _sync(device)
-            samples[variant].append((time.perf_counter() - start) / n)
-    return {v: (statistics.median(s), min(s)) for v, s in samples.items()}, first
 
 
 def run(

@@ -7,6 +7,7 @@ to bottom in a fresh kernel under perturbed settings and prints a table, chapter
 
     python -m book._claims                       # every chapter, the six default runs
     python -m book._claims --chapters 06,08      # only these chapters
+    python -m book._claims --chapters speed      # an appendix page, by its name
     python -m book._claims --runs s1t1 --jobs 2  # one run: offset 1, one thread; two at once
 
 A run is written ``s<offset>`` (``BOOK_SEED=<offset>``, torch's default thread count) or
@@ -56,8 +57,10 @@ def describe_run(spec: str) -> str:
 
 
 def chapter_paths(chapters: str | None) -> list[Path]:
-    """The chapter notebooks, all or those whose number (or slug) is in ``chapters``."""
-    paths = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb"))
+    """The executed pages, all or those whose number (or slug) is in ``chapters``: the numbered
+    chapters first, then the appendix's notebooks in ``chapters/`` (``speed``), which make claims too."""
+    numbered = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb"))
+    paths = numbered + sorted(p for p in (ROOT / "chapters").glob("*.ipynb") if p not in numbered)
     if not chapters:
         return paths
     wanted = [c.strip() for c in chapters.split(",") if c.strip()]

@@ -20,6 +20,9 @@ from book import _bookbuild, _pdf, _runbox, _theme
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb"))
+# The appendix's executed pages: notebooks in chapters/ without a chapter number (chapters/speed.ipynb). nbval
+# runs them with the chapters, the build reuses those runs, and the same time limit holds.
+APPENDIX_PAGES = sorted(p for p in (ROOT / "chapters").glob("*.ipynb") if p not in CHAPTERS)
 NOTEBOOKS = sorted(
     p for d in ("chapters", "exercises", "solutions") for p in (ROOT / d).glob("*.ipynb")
 )
@@ -50,8 +53,24 @@ def test_toc_entries_exist():
 
 def test_every_chapter_is_in_the_toc():
     listed = set(toc_files())
-    absent = [p.name for p in CHAPTERS if f"chapters/{p.stem}" not in listed]
+    absent = [p.name for p in CHAPTERS + APPENDIX_PAGES if f"chapters/{p.stem}" not in listed]
     assert not absent, f"chapters missing from _toc.yml: {absent}"
+
+
+@pytest.mark.parametrize("path", APPENDIX_PAGES, ids=[p.name for p in APPENDIX_PAGES])
+def test_appendix_page_follows_the_pattern(path):
+    """An executed appendix page: a title without a chapter number, a seeded device-agnostic start, takeaways,
+    citations. It has no exercises and no explorer; its figures follow the chapters' rules
+    (tests/test_chapter_policy.py)."""
+    nb = json.loads(path.read_text())
+    md = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    first = "".join(nb["cells"][0]["source"])
+    assert first.startswith("# ") and not re.match(r"# \d+\. ", first), "an appendix page's title has no number"
+    assert len(re.findall(r"^# ", md, flags=re.M)) == 1, "exactly one top-level heading"
+    assert "seed_everything(" in code and "device()" in code
+    assert "{cite}" in md and re.search(r"^## Takeaways", md, flags=re.M)
+    assert APPENDIX_PAGES, "chapters/speed.ipynb is an appendix page"
 
 
 def test_chapter_slugs_match_across_folders():
@@ -284,6 +303,15 @@ def test_book_builds_without_warnings(request):
         download = json.loads((html / "_sources" / "chapters" / chapter.name).read_text())
         assert any(c.get("outputs") for c in download["cells"] if c["cell_type"] == "code"), (
             f"{chapter.name}: the notebook the page offers for download has no outputs")
+    for extra in APPENDIX_PAGES:  # executed like a chapter: figures numbered, outputs in the download
+        page = (html / "chapters" / f"{extra.stem}.html").read_text()
+        nb = json.loads(extra.read_text())
+        placed = sum("".join(c["source"]).count("{glue:figure}") for c in nb["cells"] if c["cell_type"] == "markdown")
+        numbered = len(re.findall(r'<span class="caption-number">Fig\. [\d.]+ </span>', page))
+        assert numbered == placed > 0, f"{extra.name}: {placed} glue:figure directives but {numbered} numbered figures"
+        assert "<img" in page and 'class="math' in page and "Traceback" not in page, extra.name
+        download = json.loads((html / "_sources" / "chapters" / extra.name).read_text())
+        assert any(c.get("outputs") for c in download["cells"] if c["cell_type"] == "code"), extra.name
     # the intro's table of run times has every chapter, each measured
     intro = (html / "chapters" / "intro.html").read_text()
     table = intro[intro.find('class="chapter-run-times'):]

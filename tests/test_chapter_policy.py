@@ -1,5 +1,7 @@
 """The chapters' house rules, read from their sources (nothing is executed here).
 
+They hold for every notebook in ``chapters/``: the numbered chapters and the executed appendix pages.
+
 - every figure is numbered and captioned: drawn through ``plotting.show(fig, "fig-...")`` in
   a cell tagged ``remove-output``, and placed by a ``{glue:figure}`` directive with a caption;
 - figures are drawn at most the page's width (``book.plotting.PAGE_WIDTH``), so their labels
@@ -21,7 +23,9 @@ import pytest
 from book.plotting import PAGE_WIDTH
 
 ROOT = Path(__file__).resolve().parent.parent
-CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb"))
+# Every executed page in chapters/: the numbered chapters and the appendix's notebooks (chapters/speed.ipynb)
+# keep the same rules; nbval executes them all.
+CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
 IDS = [p.stem for p in CHAPTERS]
 
 SHOW = re.compile(r"plotting\.show\(\s*[^,]+,\s*[\"'](fig-[a-z0-9-]+)[\"']\s*\)")
@@ -126,3 +130,9 @@ def test_seeds_go_through_method_seed(path):
     assert not bad, ("a seed that BOOK_SEED cannot move: use method_seed(k) / generator(k), or mark a "
                      "problem instance with '# problem instance':\n" + "\n".join(bad))
     assert setup_mentions_offset, "the set-up cell (with seed_everything) should say what BOOK_SEED moves and what stays fixed"
+
+
+def test_the_rules_cover_the_appendix_pages():
+    """A notebook in chapters/ without a chapter number is held to the same rules, not exempted."""
+    assert ROOT / "chapters" / "speed.ipynb" in CHAPTERS
+    assert len(CHAPTERS) > len(list((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb")))

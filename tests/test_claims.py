@@ -21,7 +21,10 @@ def test_runs_are_parsed_and_described():
 
 def test_chapters_are_chosen_by_number_or_slug():
     every = _claims.chapter_paths(None)
-    assert [p.stem[:2] for p in every] == sorted(p.stem[:2] for p in every) and len(every) >= 9
+    numbered = [p for p in every if p.stem[:2].isdigit()]
+    assert [p.stem[:2] for p in numbered] == sorted(p.stem[:2] for p in numbered) and len(numbered) >= 9
+    assert every[-1].stem == "speed" and every[:len(numbered)] == numbered  # the appendix page, after the chapters
+    assert [p.stem for p in _claims.chapter_paths("speed")] == ["speed"]
     chosen = _claims.chapter_paths("06, 8,01_landscapes")
     assert [p.stem for p in chosen] == ["06_schedules", "08_regularization", "01_landscapes"]
     with pytest.raises(SystemExit, match="no chapter '99'"):
