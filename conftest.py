@@ -14,6 +14,8 @@ start at once and the rest of the suite runs beside them.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 # the tests that build the book from the chapters' executions (marked book_build; a test checks the list)
@@ -48,6 +50,16 @@ class _Scheduler:
 def pytest_configure(config):
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_Scheduler(), "book-scheduler")
+    worker = getattr(config, "workerinput", None)
+    if worker is not None:
+        # Share the cores between the processes: two processes with two math threads each on two cores make
+        # every parallel operation wait for a thread that is not running (seen here: chapter 12 at two threads
+        # took 442 s beside other work, 39 s at one).
+        import torch
+
+        threads = max(1, (os.cpu_count() or 1) // int(worker.get("workercount", 1)))
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # for the processes a test starts (kernels, graders)
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -8,8 +8,10 @@ attack on the grader scores more than the untouched stub.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
+import io
 import json
 import os
 import subprocess
@@ -205,21 +207,40 @@ def test_encode_decode_keeps_the_shape_of_scalars_and_views():
 
 
 @pytest.fixture(scope="module")
-def solution_reports():
-    return {c: grade_notebook(ROOT / "solutions" / f"{c}.ipynb") for c in CHAPTERS}
+def gradebook(tmp_path_factory, attack_folder):
+    """The command-line grader run once over a class folder: every chapter's solutions and untouched
+    exercises, a file that is not JSON, and three attacks. Returns (exit code, CSV rows, JSON records
+    by file name, printed output); the tests below read their verdicts from it."""
+    tmp = tmp_path_factory.mktemp("gradebook")
+    folder = tmp / "class"
+    folder.mkdir()
+    for chapter in CHAPTERS:
+        (folder / f"{chapter}-solution.ipynb").write_text((ROOT / "solutions" / f"{chapter}.ipynb").read_text())
+        (folder / f"{chapter}-untouched.ipynb").write_text((ROOT / "exercises" / f"{chapter}.ipynb").read_text())
+    (folder / f"{GD}-broken.ipynb").write_text("{ not json")
+    for name in ("print_passed", "monkeypatch_torch_and_book", "os_exit_in_cell"):
+        (folder / f"{GD}-{name}.ipynb").write_text((attack_folder / f"{GD}-{name}.ipynb").read_text())
+    out_csv, out_json = tmp / "grades.csv", tmp / "grades.json"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = grade_main([str(folder), "--csv", str(out_csv), "--json", str(out_json), "--timeout", str(TIMEOUT)])
+    records = {Path(r["notebook"]).name: r for r in json.loads(out_json.read_text())}
+    return code, list(csv.DictReader(out_csv.open())), records, printed.getvalue()
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
-def test_solutions_score_full_marks(chapter, solution_reports):
-    rep = solution_reports[chapter]
-    assert rep.score == rep.max_score == sum(q.points for q in questions_for(chapter)), rep.to_dict()
+def test_solutions_score_full_marks(chapter, gradebook):
+    rep = gradebook[2][f"{chapter}-solution.ipynb"]
+    assert rep["score"] == rep["max_score"] == sum(q.points for q in questions_for(chapter)), rep
+    assert {r["id"] for r in rep["questions"]} == {q.id for q in questions_for(chapter)}
+    assert all(r["passed"] for r in rep["questions"]), rep
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
-def test_untouched_exercises_score_zero(chapter):
-    rep = grade_notebook(ROOT / "exercises" / f"{chapter}.ipynb")
-    assert rep.score == 0 and rep.max_score > 0
-    assert all("not answered yet" in r.message for r in rep.results), rep.to_dict()
+def test_untouched_exercises_score_zero(chapter, gradebook):
+    rep = gradebook[2][f"{chapter}-untouched.ipynb"]
+    assert rep["score"] == 0 and rep["max_score"] > 0
+    assert rep["questions"] and all("not answered yet" in r["message"] for r in rep["questions"]), rep
 
 
 def test_exercises_are_generated_from_solutions():
@@ -397,18 +418,9 @@ def test_renamed_function_and_missing_cell(tmp_path):
     assert not by_id["backtracking"].passed and "no function named `backtracking`" in by_id["backtracking"].message
 
 
-def test_gradebook_for_a_folder(tmp_path, attack_folder, capsys):
-    folder = tmp_path / "class"
-    folder.mkdir()
-    for chapter in CHAPTERS:
-        (folder / f"{chapter}-solution.ipynb").write_text((ROOT / "solutions" / f"{chapter}.ipynb").read_text())
-        (folder / f"{chapter}-untouched.ipynb").write_text((ROOT / "exercises" / f"{chapter}.ipynb").read_text())
-    (folder / f"{GD}-broken.ipynb").write_text("{ not json")
-    for name in ("print_passed", "monkeypatch_torch_and_book", "os_exit_in_cell"):
-        (folder / f"{GD}-{name}.ipynb").write_text((attack_folder / f"{GD}-{name}.ipynb").read_text())
-    out_csv, out_json = tmp_path / "grades.csv", tmp_path / "grades.json"
-    assert grade_main([str(folder), "--csv", str(out_csv), "--json", str(out_json), "--timeout", str(TIMEOUT)]) == 0
-    rows = list(csv.DictReader(out_csv.open()))
+def test_gradebook_for_a_folder(gradebook):
+    code, rows, data, printed = gradebook
+    assert code == 0
     assert len(rows) == 2 * len(CHAPTERS) + 4
     kinds = sorted({q.kind for q in QUESTIONS})
     for row in rows:  # a column per kind: the points earned on questions of that kind
@@ -420,10 +432,10 @@ def test_gradebook_for_a_folder(tmp_path, attack_folder, capsys):
     for row in rows:
         expected_full = row["notebook"].endswith("-solution.ipynb")
         assert float(row["score"]) == (float(row["max_score"]) if expected_full else 0), row
-    data = json.loads(out_json.read_text())
-    assert isinstance(data, list) and {"notebook", "score", "max_score", "questions"} <= set(data[0])
-    assert {"id", "points", "max_points", "passed", "message"} <= set(data[0]["questions"][0])
-    assert "PASS" in capsys.readouterr().out
+    first = next(iter(data.values()))
+    assert {"notebook", "score", "max_score", "questions"} <= set(first)
+    assert {"id", "points", "max_points", "passed", "message"} <= set(first["questions"][0])
+    assert "PASS" in printed
 
 
 def test_console_script_runs(tmp_path):
