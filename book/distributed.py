@@ -74,6 +74,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from book import checks
+from book._processes import stop_helpers_at_shutdown
 
 __all__ = [
     "launch",
@@ -336,6 +337,7 @@ def launch(fn: Callable[..., Any], world_size: int, *args, backend: str | None =
                         f"Arguments must be picklable (numbers, strings, lists, dicts, tensors)") from exc
 
     ctx = _start_context()
+    stop_helpers_at_shutdown()  # in a notebook: the forkserver must not delay the kernel's shutdown
     folder = Path(tempfile.mkdtemp(prefix="book-launch-"))
     init_method = "file://" + str(folder / "rendezvous")
     procs = []

@@ -203,14 +203,17 @@ def test_the_style_draws_figures_at_the_size_the_page_shows_them():
 
 def test_show_records_the_figure_for_the_book_and_displays_it(monkeypatch):
     import IPython.display
+    from IPython.core.pylabtools import print_figure
 
     shown, glued = [], []
     monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
-    myst_nb = pytest.importorskip("myst_nb")
-    monkeypatch.setattr(myst_nb, "glue", lambda name, obj, display=True: glued.append((name, obj, display)))
+    monkeypatch.setattr(plotting, "glue", lambda name, obj, display=True: glued.append((name, obj, display)))
     fig, ax = plotting.subplots()
+    ax.plot([0, 1], [1, 0])
+    expected = print_figure(fig, "png")  # what the notebook's inline backend shows for a figure
     plotting.show(fig, "fig-99-demo")
-    assert shown == [fig] and glued == [("fig-99-demo", fig, False)]
+    assert len(shown) == 1 and shown[0].data == expected  # shown once, rendered once
+    assert glued == [("fig-99-demo", shown[0], False)]    # the same bytes recorded for the book
     assert fig.number not in plt.get_fignums()  # closed: pyplot will not draw it a second time
 
     from book.widgets import explorer
@@ -223,6 +226,34 @@ def test_show_records_the_figure_for_the_book_and_displays_it(monkeypatch):
         plotting.show(fig, "Noise floor")
     with pytest.raises(TypeError, match="a matplotlib Figure or an explorer"):
         plotting.show("not a figure", "fig-99-x")
+
+
+@pytest.mark.parametrize("display", [False, True])
+@pytest.mark.parametrize("value", [0.125, "text", "figure"])
+def test_glue_records_what_myst_nb_glue_records(monkeypatch, value, display):
+    """book.plotting.glue must write the very output the book's build reads: myst-nb's glue is the reference."""
+    pytest.importorskip("myst_nb")
+    import myst_nb.ext.glue as reference
+    from IPython.display import Image
+
+    if value == "figure":
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [0, 1])
+        value = Image(data=plotting.to_png(fig), format="png")
+        plt.close(fig)
+    outputs = []
+
+    def record(obj, raw=False, metadata=None):
+        outputs.append((obj, raw, metadata))
+
+    monkeypatch.setattr(reference, "ipy_display", record)
+    reference.glue("ch99-value", value, display)
+    monkeypatch.setattr("IPython.display.display", record)
+    plotting.glue("ch99-value", value, display)
+    assert len(outputs) == 2 and outputs[0] == outputs[1]
+    bundle, raw, metadata = outputs[1]
+    assert raw and metadata["scrapbook"]["name"] == "ch99-value"
+    assert all(key.startswith(plotting.GLUE_PREFIX) != display for key in bundle)
 
 
 def test_plain_log_ticks_label_a_narrow_log_axis_with_plain_numbers():

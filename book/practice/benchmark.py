@@ -679,6 +679,8 @@ def run_parallel_study(
     """
     import optuna
 
+    from book._processes import stop_helpers_at_shutdown
+
     if not isinstance(benchmark, TabularBenchmark):
         raise TypeError(f"benchmark must be a TabularBenchmark, got {type(benchmark).__name__}")
     n_workers = checks.integer(n_workers, "n_workers", 1)
@@ -697,6 +699,7 @@ def run_parallel_study(
         optuna.create_study(study_name=study_name, storage=storage, direction="minimize", load_if_exists=True)
 
         ctx = _start_context()
+        stop_helpers_at_shutdown()  # in a notebook: the forkserver must not delay the kernel's shutdown
         procs = []
         for i in range(n_workers):
             err = os.path.join(folder, f"worker-{i}.err")
