@@ -99,6 +99,8 @@ def optim_arg(
         ...
         ValueError: Learning rate should be >= 0 but is: -0.1
     """
+    if what == "learning rate":
+        tensor_lr(value)  # torch refuses a tensor lr of several elements before it compares it
     ok = True if low is None else low <= value
     if high is not None:
         ok = ok and (value <= high if high_inclusive else value < high)

@@ -319,3 +319,15 @@ def test_docstring_examples():
             if keep(test.name.rsplit(".", 1)[-1]):
                 runner.run(test)
     assert runner.failures == 0 and runner.tries >= 30
+
+
+@pytest.mark.parametrize("cls", ["ScheduleFreeSGD", "ScheduleFreeAdamW"])
+@pytest.mark.parametrize("bad, error", [
+    (dict(warmup_steps=-1), ValueError), (dict(warmup_steps=1.5), TypeError), (dict(r=float("nan")), ValueError),
+    (dict(weight_lr_power=float("inf")), ValueError), (dict(weight_lr_power="2"), TypeError),
+])
+def test_schedule_free_refuses_a_bad_warmup_or_power(cls, bad, error):
+    w = torch.zeros(3, requires_grad=True)
+    with pytest.raises(error, match=next(iter(bad))):
+        getattr(optim, cls)([w], **bad)
+    getattr(optim, cls)([w], warmup_steps=3, r=1, weight_lr_power=2)  # whole and finite: accepted

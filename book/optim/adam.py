@@ -61,7 +61,8 @@ class Adam(ListOptimizer):
 
     Args:
         params: an iterable of tensors, or of dicts defining parameter groups.
-        lr: the learning rate :math:`\eta \ge 0` (default ``1e-3``).
+        lr: the learning rate :math:`\eta \ge 0` (default ``1e-3``); a 0-d tensor steps as its
+            value does (not with ``foreach=True``, which torch refuses without ``capturable``).
         betas: :math:`(\beta_1, \beta_2)`, each in :math:`[0, 1)` (default ``(0.9, 0.999)``).
         eps: :math:`\epsilon \ge 0`, added to the denominator (default ``1e-8``).
         weight_decay: :math:`\lambda \ge 0` (default 0): an L2 penalty added to the gradient,
@@ -80,8 +81,9 @@ class Adam(ListOptimizer):
             ``compiled``, not in the parameter groups or the ``state_dict``.
 
     Raises:
-        ValueError: for a negative ``lr``, ``eps`` or ``weight_decay``, or a beta outside
-            :math:`[0, 1)` (PyTorch's messages).
+        ValueError: for a negative ``lr``, ``eps`` or ``weight_decay``, a beta outside
+            :math:`[0, 1)`, a tensor ``lr`` of more than one element or with ``foreach=True``
+            (PyTorch's messages).
 
     Example:
         >>> import torch
@@ -118,6 +120,8 @@ class Adam(ListOptimizer):
         decoupled_weight_decay: bool = False,
         compiled: bool = False,
     ) -> None:
+        if isinstance(lr, torch.Tensor) and foreach:  # as torch.optim.Adam, which is not capturable here
+            raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
         checks.optim_arg(lr, "learning rate")
         checks.optim_arg(eps, "epsilon value")
         checks.optim_arg(betas[0], "beta parameter at index 0", high=1.0, high_inclusive=False)

@@ -684,7 +684,7 @@ def adagrad_foreach(
         return
     _increment(steps)  # t <- t + 1
     grads, _ = _directions(params, grads, maximize, weight_decay)
-    minus_clr = [-lr / (1 + (t.item() - 1) * lr_decay) for t in steps]  # -eta_t, per tensor
+    minus_clr = [-float(lr) / (1 + (t.item() - 1) * lr_decay) for t in steps]  # -eta_t, per tensor (a 0-d lr too)
     torch._foreach_addcmul_(state_sums, grads, grads, value=1)  # s <- s + g^2
     std = torch._foreach_sqrt(state_sums)  # sqrt(s) (fresh)
     torch._foreach_add_(std, eps)  # ... + eps
@@ -815,6 +815,7 @@ def adam_foreach(
     if not params:
         return
     beta1, beta2 = betas
+    lr = float(lr)  # a 0-d tensor lr too: the foreach ops take lists of Python numbers
     _increment(steps)  # t <- t + 1
     grads = _decayed_directions(params, grads, maximize, weight_decay, lr, decoupled_weight_decay)
     torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)  # m <- beta1 m + (1 - beta1) g

@@ -93,6 +93,13 @@ class _ScheduleFree(torch.optim.Optimizer):
         return loss
 
 
+def _check_schedule(warmup_steps, r, weight_lr_power) -> None:
+    """The warmup and averaging settings: a whole number of steps >= 0 and two finite powers (kept as given)."""
+    checks.integer(warmup_steps, "warmup_steps", 0)
+    checks.number(r, "r")
+    checks.number(weight_lr_power, "weight_lr_power")
+
+
 class ScheduleFreeSGD(_ScheduleFree):
     r"""Schedule-free SGD (Defazio et al. 2024): ``schedulefree.SGDScheduleFree``'s twin.
 
@@ -151,7 +158,9 @@ class ScheduleFreeSGD(_ScheduleFree):
 
     Raises:
         ValueError: for a negative ``lr`` or ``weight_decay``, or ``momentum`` outside
-            :math:`(0, 1)`, in the package's words.
+            :math:`(0, 1)`, in the package's words; for a negative ``warmup_steps`` or a ``r`` or
+            ``weight_lr_power`` that is not finite (the package does not check these).
+        TypeError: for a ``warmup_steps`` that is not a whole number, or a power that is not a number.
 
     Example:
         >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
@@ -187,6 +196,7 @@ class ScheduleFreeSGD(_ScheduleFree):
     ) -> None:
         checks.optim_arg(lr, "learning rate")
         checks.optim_arg(weight_decay, "weight_decay value")
+        _check_schedule(warmup_steps, r, weight_lr_power)
         if not 0 < momentum < 1:
             raise ValueError(f"Momentum must be between 0 and 1 exclusive: {momentum}")
         defaults = dict(lr=lr, momentum=momentum, r=r, k=0, warmup_steps=warmup_steps, train_mode=False,
@@ -282,6 +292,7 @@ class ScheduleFreeAdamW(_ScheduleFree):
             raise ValueError(f"Invalid beta parameter at index 0: {betas[0]} (must be strictly between 0 and 1)")
         checks.optim_arg(betas[1], "beta parameter at index 1", high=1.0, high_inclusive=False)
         checks.optim_arg(weight_decay, "weight_decay value")
+        _check_schedule(warmup_steps, r, weight_lr_power)
         defaults = dict(lr=lr, betas=betas, eps=eps, r=r, k=0, warmup_steps=warmup_steps, train_mode=False,
                         weight_sum=0.0, lr_max=-1.0, scheduled_lr=0.0, weight_lr_power=weight_lr_power,
                         weight_decay=weight_decay, foreach=foreach)
