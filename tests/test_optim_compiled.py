@@ -112,6 +112,68 @@ def test_no_recompilation_across_steps_and_learning_rates(compiles):
     assert t.item() == 6
 
 
+def _dynamo_path_only(monkeypatch):
+    """Make every call go through torch.compile's own wrapper (TorchDynamo's guards), never the direct call."""
+    monkeypatch.setattr(compiled._Program, "accepts", lambda self, args: False)
+
+
+@pytest.mark.parametrize("n", [2, 3, 17, N, 3 * N + 1])
+@pytest.mark.parametrize("options", ADAM_CASES + [pytest.param("sgd", id="sgd-nesterov")])
+def test_the_direct_call_runs_the_program_torch_compile_runs(compiles, monkeypatch, n, options):
+    """Called without TorchDynamo, the built program gives bit for bit what torch.compile's own call gives,
+    for buffer lengths from 2 up (the lengths compiled._Program.accepts)."""
+    gen = torch.Generator().manual_seed(n)
+    start = [torch.randn(n, generator=gen) for _ in range(2)] + [torch.rand(n, generator=gen) for _ in range(2)]
+    grads = [torch.randn(n, generator=gen) for _ in range(3)]
+
+    def run() -> list[torch.Tensor]:
+        p, m, v, vmax = (t.clone() for t in start)
+        for k, g in enumerate(grads):
+            if options == "sgd":
+                compiled._sgd_call(p, g, m, lr=0.05 / (k + 1), momentum=0.9, dampening=0.0, weight_decay=0.01,
+                                   nesterov=True, maximize=False)
+            else:
+                hyper = dict(lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False,
+                             decoupled_weight_decay=False) | options
+                compiled._adam_call(p, g, m, v, vmax, float(k + 1), **hyper)
+        return [p, m, v, vmax]
+
+    with torch.no_grad():
+        run()  # the first call compiles (through TorchDynamo) and keeps the program
+        calls, call = [], compiled._Program.__call__
+        with monkeypatch.context() as patch:
+            patch.setattr(compiled._Program, "__call__", lambda self, args: (calls.append(1), call(self, args))[1])
+            direct = run()
+        assert len(calls) == len(grads)  # every step called the program directly
+        with monkeypatch.context() as patch:
+            _dynamo_path_only(patch)
+            through_dynamo = run()
+    for a, b in zip(direct, through_dynamo):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_the_direct_call_declines_what_the_program_was_not_built_for(compiles):
+    """A misaligned view, mixed dtypes, a length-1 buffer or gradients on: torch.compile's own call (and guards)."""
+    program = next(program for key, program in compiled._programs.items() if key[0] == "adam")
+    base, ok = torch.zeros(N + 1), torch.zeros(N)
+    scalars = compiled._adam_scalars(1.0, 0.1, (0.9, 0.999), ok.device)
+    args = lambda *buffers: (*buffers, None, scalars)  # noqa: E731
+    with torch.no_grad():
+        assert program.accepts(args(ok, ok.clone(), ok.clone(), ok.clone()))
+        assert not program.accepts(args(base[1:], ok, ok.clone(), ok.clone()))  # 4 bytes off: not 16-byte aligned
+        assert not program.accepts(args(ok, ok.double(), ok.clone(), ok.clone()))
+        assert not program.accepts(args(ok[:1], ok[:1].clone(), ok[:1].clone(), ok[:1].clone()))
+        assert not program.accepts(args(ok, ok[:-1].clone(), ok.clone(), ok.clone()))
+        assert not program.accepts((ok, ok.clone(), ok.clone(), ok.clone(), None, scalars.clone()))  # not ours
+    assert not program.accepts(args(ok, ok.clone(), ok.clone(), ok.clone()))  # gradients on
+    # and the declined calls still step correctly, through torch.compile's own call
+    p, g = base[1:], torch.full((N,), 0.5)
+    p.copy_(torch.ones(N))
+    m, v, t = torch.zeros(N), torch.zeros(N), torch.tensor(0.0)
+    compiled.adam(p, g, m, v, None, t, lr=0.1)
+    torch.testing.assert_close(p, torch.full((N,), 0.9))
+
+
 SGD_CASES = [
     pytest.param(dict(momentum=0.9, dampening=0.1, weight_decay=0.01), id="momentum-dampening-l2"),
     pytest.param(dict(momentum=0.8, nesterov=True, maximize=True), id="nesterov-maximize"),

@@ -40,6 +40,13 @@ somebody else's buffer, as ``ZeroRedundancyOptimizer(parameters_as_bucket_view=T
 them), non-contiguous, sparse or complex ones, and those without a gradient when the buffers are
 built (frozen ones) are left where they are and stepped per tensor.
 
+One call per step. ``torch.compile``'s wrapper runs TorchDynamo on every call (a frame hook and the
+guards that pick a compiled variant), about 30 µs, four times what the built program then takes on a
+small buffer. So the first call of each option set compiles through ``torch.compile`` and keeps the
+program TorchInductor built (:func:`_capturing_backend`), and later calls run that program directly
+(:class:`_Program`), after checking what the guards would have checked for these arguments; anything
+unusual (a misaligned view, a one-element buffer) goes through ``torch.compile``'s own call.
+
 When it pays. Compiling takes seconds, once per process and option set (8-20 s for the first
 on a shared 2-core CPU, TorchInductor's start-up and the C++ build included; a warm on-disk
 cache, ``TORCHINDUCTOR_CACHE_DIR``, cuts a rerun's to about a second). In exchange a step is
@@ -129,6 +136,9 @@ def _sgd_body(param, grad, momentum_buffer, scalars, momentum, dampening, weight
           weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
 
 
+_BODIES = {"adam": _adam_body, "sgd": _sgd_body}
+
+
 @functools.lru_cache(maxsize=None)
 def _compiled(kind: str) -> Callable[..., None]:
     """The compiled step of one algorithm, built on first use.
@@ -136,46 +146,157 @@ def _compiled(kind: str) -> Callable[..., None]:
     With ``dynamic=True`` one program serves every length of buffer; ``torch.compile``
     specializes on the booleans and the constant hyperparameters, so each option set (and
     dtype, and device) compiles once and is cached under a guard (TorchDynamo allows 8
-    variants per function by default, ``torch._dynamo.config.recompile_limit``).
+    variants per function by default, ``torch._dynamo.config.recompile_limit``). The backend
+    is TorchInductor's own ``compile_fx``, called through :func:`_capturing_backend` so that
+    the program it builds can later be called directly (:class:`_Program`).
     """
-    body = {"adam": _adam_body, "sgd": _sgd_body}[kind]
-    return torch.compile(body, fullgraph=True, dynamic=True)
+    return torch.compile(_BODIES[kind], backend=_capturing_backend, fullgraph=True, dynamic=True)
+
+
+_captured: list = []  # (input sources, program) of the compilations made during the current tracing call
+
+
+def _capturing_backend(gm: torch.fx.GraphModule, example_inputs: list):
+    """TorchInductor (what ``backend="inductor"`` runs), keeping where the graph's inputs come from (read
+    first: compiling drops TorchDynamo's notes on the graph) and the program it returns."""
+    from torch._inductor.compile_fx import compile_fx
+
+    sources = [_source_name(node) for node in gm.graph.nodes if node.op == "placeholder"]
+    program = compile_fx(gm, example_inputs)
+    _captured.append((sources, program))
+    return program
+
+
+def _source_name(node: torch.fx.Node) -> str:
+    """What TorchDynamo says a graph input is, e.g. ``L['param']`` or ``L['param'].size()[0]`` ("" if unknown)."""
+    source = getattr(node.meta.get("grapharg"), "source", None)
+    name = getattr(source, "name", None)
+    return (name() if callable(name) else name) or ""
+
+
+class _Program:
+    """A built program of one option set, called without TorchDynamo.
+
+    ``torch.compile``'s wrapper spends about 30 µs per call in TorchDynamo (its frame hook
+    and the guards that choose a cached variant) before the program runs, more than the
+    program itself takes on a small buffer (7 µs on 16 elements). The key of :data:`_programs`
+    already names what the guards check for our calls (the algorithm, the option set, the
+    constant hyperparameters, the dtype and the device of the parameters); what is left is
+    checked here, per call: every buffer 1-D, contiguous, 16-byte aligned, of the parameters'
+    dtype and device and of the same length (from 2, as TorchDynamo compiles the lengths 0
+    and 1 apart, to :math:`2^{31} - 1`), the scalars tensor as built by :func:`_scalars`, gradients off. Anything
+    else goes through ``torch.compile``'s own call.
+
+    ``inputs`` says where each input of the graph comes from, in the graph's order:
+    ``(0, i)`` the body's argument ``i``, ``(1, i)`` that argument's length.
+    """
+
+    def __init__(self, program: Callable, inputs: list[tuple[int, int]], buffers: tuple[int, ...],
+                 scalars: int) -> None:
+        self.program, self.inputs, self.buffers, self.scalars = program, inputs, buffers, scalars
+
+    @classmethod
+    def from_sources(cls, kind: str, sources: list[str], program: Callable) -> "_Program | None":
+        """Place the graph's inputs from their sources (as TorchDynamo names them); None if one is anything else."""
+        import re
+
+        names = _argument_names(kind)
+        inputs = []
+        for name in sources:
+            whole = re.fullmatch(r"L\['(\w+)'\]", name)
+            length = re.fullmatch(r"L\['(\w+)'\]\.size\(\)\[0\]", name)
+            if whole and whole.group(1) in names:
+                inputs.append((0, names.index(whole.group(1))))
+            elif length and length.group(1) in names:
+                inputs.append((1, names.index(length.group(1))))
+            else:
+                return None
+        scalars = names.index("scalars")
+        buffers = tuple(sorted({i for what, i in inputs if what == 0} - {scalars}))
+        if not buffers or (0, scalars) not in inputs or not any(what == 1 for what, _ in inputs):
+            return None  # e.g. a program built for one length (TorchDynamo specializes 0 and 1): not general
+        return cls(program, inputs, buffers, scalars)
+
+    def accepts(self, args: tuple) -> bool:
+        """Whether ``args`` are what the program was built for (see the class)."""
+        if torch.is_grad_enabled():
+            return False
+        first = args[self.buffers[0]]
+        n, dtype, device = first.numel(), first.dtype, first.device
+        if not 2 <= n < 2**31:  # the lengths TorchDynamo's guards and 32-bit indexing leave to the program
+            return False
+        for i in self.buffers:
+            t = args[i]
+            if (t.dim() != 1 or t.numel() != n or t.dtype != dtype or t.device != device or not t.is_contiguous()
+                    or t.data_ptr() % 16):
+                return False
+        return args[self.scalars] is _last_scalars[1]
+
+    def __call__(self, args: tuple) -> None:
+        self.program(*[args[i] if what == 0 else args[i].shape[0] for what, i in self.inputs])
+
+
+@functools.lru_cache(maxsize=None)
+def _argument_names(kind: str) -> list[str]:
+    import inspect
+
+    return list(inspect.signature(_BODIES[kind]).parameters)
+
+
+#: The built programs by cache key (see :func:`_call`), called directly once built.
+_programs: dict[tuple, _Program] = {}
 
 
 def _call(kind: str, key: tuple, args: tuple) -> None:
     from torch._dynamo.exc import TorchDynamoException
 
+    program = _programs.get(key)
+    if program is not None and program.accepts(args):
+        program(args)  # the usual call: the built program, without TorchDynamo
+        return
     fn = _compiled(kind)
     if key in compile_seconds:
         try:
-            fn(*args)  # the usual call: a cached program, nothing to trace
+            fn(*args)  # a cached program, through TorchDynamo's guards
             return
         except TorchDynamoException:  # a recompile (a new guard) refused without the flag below: trace again with it
             pass
     start = time.perf_counter()
-    _with_captured_scalars(fn, args)
+    _captured.clear()
+    _with_captured_scalars(kind, fn, args)
     compile_seconds.setdefault(key, time.perf_counter() - start)
+    if len(_captured) == 1 and key not in _programs:  # one graph, built for this key by this call
+        built = _Program.from_sources(kind, *_captured[0])
+        if built is not None:
+            _programs[key] = built
+    _captured.clear()
 
 
-def _with_captured_scalars(fn: Callable[..., None], args: tuple) -> None:
+def _with_captured_scalars(kind: str, fn: Callable[..., None], args: tuple) -> None:
     """Call ``fn`` while TorchDynamo turns ``tensor.item()`` into a symbolic scalar of the graph.
 
     Without ``capture_scalar_outputs`` an ``.item()`` is a graph break, which ``fullgraph=True``
     refuses; the flag matters only while tracing, so it is set around the calls that compile (a
     first call, or a retry after a refused recompile) and not around every step (setting a dynamo
-    config costs microseconds, and it is global state).
+    config costs microseconds, and it is global state). ``specialize_float`` makes the float
+    hyperparameters constants of the program (they are part of its key), and the scalars tensor
+    is marked static (its length is not a dimension of the problem): the graph's only symbolic
+    input is then the buffers' length.
     """
     import torch._dynamo.config as dynamo_config
 
-    before = dynamo_config.capture_scalar_outputs, dynamo_config.recompile_limit
+    before = (dynamo_config.capture_scalar_outputs, dynamo_config.recompile_limit, dynamo_config.specialize_float)
     dynamo_config.capture_scalar_outputs = True
     # each option set and constant (betas, eps, momentum, weight decay) is one variant of the same code: allow
     # more than TorchDynamo's default 8 of them, for ours only (the limit is read when a variant compiles)
     dynamo_config.recompile_limit = max(before[1], RECOMPILE_LIMIT)
+    dynamo_config.specialize_float = True
+    torch._dynamo.mark_static(args[_argument_names(kind).index("scalars")])
     try:
         fn(*args)
     finally:
-        dynamo_config.capture_scalar_outputs, dynamo_config.recompile_limit = before
+        (dynamo_config.capture_scalar_outputs, dynamo_config.recompile_limit,
+         dynamo_config.specialize_float) = before
 
 
 _last_scalars: list = [None, None]  # (values, device) and their tensor: reused while they repeat (SGD's lr)
@@ -204,7 +325,7 @@ def _adam_call(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, t, *, lr, betas
                maximize, decoupled_weight_decay) -> None:
     options = (bool(amsgrad), bool(maximize), bool(decoupled_weight_decay))
     betas, eps, weight_decay = (float(betas[0]), float(betas[1])), float(eps), float(weight_decay)
-    key = ("adam", options, betas, eps, weight_decay, param.dtype, param.device.type)
+    key = ("adam", options, betas, eps, weight_decay, param.dtype, param.device)
     scalars = _adam_scalars(t, lr, betas, param.device)
     _call("adam", key, (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else None, scalars,
                         betas, eps, weight_decay, *options))
@@ -212,7 +333,7 @@ def _adam_call(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, t, *, lr, betas
 
 def _sgd_call(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_decay, nesterov, maximize) -> None:
     momentum, dampening, weight_decay = float(momentum), float(dampening), float(weight_decay)
-    key = ("sgd", (bool(nesterov), bool(maximize)), momentum, dampening, weight_decay, param.dtype, param.device.type)
+    key = ("sgd", (bool(nesterov), bool(maximize)), momentum, dampening, weight_decay, param.dtype, param.device)
     _call("sgd", key, (param, grad, momentum_buffer, _scalars((lr,), param.device), momentum, dampening,
                        weight_decay, bool(nesterov), bool(maximize)))
 
