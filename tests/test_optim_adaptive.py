@@ -416,3 +416,13 @@ def test_large_cpu_groups_default_to_the_loop(name):
     assert opt._step_impl(opt.param_groups[0]).__name__.endswith("_loop")
     opt.param_groups[0]["foreach"] = True
     assert opt._step_impl(opt.param_groups[0]).__name__.endswith("_foreach")
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_cpu_groups_of_one_tensor_default_to_the_loop(name):
+    """foreach=None on the CPU: the multi-tensor kernel for several small tensors, the loop for a single one."""
+    spec = SPECS[name]
+    one = spec.ours([torch.zeros(10, requires_grad=True)], **spec.base)
+    assert one._step_impl(one.param_groups[0]).__name__.endswith("_loop")
+    two = spec.ours([torch.zeros(10, requires_grad=True), torch.zeros(3, requires_grad=True)], **spec.base)
+    assert two._step_impl(two.param_groups[0]).__name__.endswith("_foreach")

@@ -25,7 +25,9 @@ def use_foreach(group: dict) -> bool:
     """Whether a group takes the multi-tensor path when ``foreach`` is ``None`` (the default).
 
     On an accelerator: always (it saves a kernel launch per tensor and operation). On the
-    CPU: while the group holds at most ``FOREACH_CPU_MAX_NUMEL`` (4M) elements. The
+    CPU: while the group holds more than one tensor (for one, a list of one only adds the
+    lists' handling: 1.05x torch's loop at 1M elements against 1.01x for our loop) and at
+    most ``FOREACH_CPU_MAX_NUMEL`` (4M) elements. The
     benchmark (benchmarks/RESULTS.md) found foreach 1.1-1.7x faster than the loop for
     ~200 tensors with 1M parameters in all, but 1.2-2.7x *slower* for ~200 tensors with
     16M: a foreach op materialises its temporaries for the whole list at once (64 MB
@@ -37,7 +39,7 @@ def use_foreach(group: dict) -> bool:
     params = group["params"]
     if any(p.device.type != "cpu" for p in params):
         return True
-    return sum(p.numel() for p in params) <= FOREACH_CPU_MAX_NUMEL
+    return len(params) > 1 and sum(p.numel() for p in params) <= FOREACH_CPU_MAX_NUMEL
 
 
 def single_tensor_loop(kernel: Callable) -> Callable:

@@ -47,7 +47,8 @@ class Adadelta(ListOptimizer):
         of the first steps (about :math:`\sqrt{\epsilon / (1 - \rho)}`, 0.0032 with the
         defaults), which is why Adadelta starts slowly.
 
-        **foreach.** ``foreach=None`` (the default) or ``True`` runs
+        **foreach.** ``foreach=None`` (the default; on a CPU not for one tensor or over 4M elements,
+        see :func:`book.optim._base.use_foreach`) or ``True`` runs
         :func:`book.optim.functional.adadelta_foreach`; ``False`` the single-tensor loop.
         Same numbers (bit for bit on a CPU); the multi-tensor path was faster on a
         200-tensor, one-million-parameter model on a shared 2-core CPU (a whole ``step``

@@ -50,7 +50,8 @@ class Adagrad(ListOptimizer):
         ``initial_accumulator_value`` (PyTorch's default 0; TensorFlow uses 0.1) bounds the
         first steps.
 
-        **foreach.** ``foreach=None`` (the default) or ``True`` runs
+        **foreach.** ``foreach=None`` (the default; on a CPU not for one tensor or over 4M elements,
+        see :func:`book.optim._base.use_foreach`) or ``True`` runs
         :func:`book.optim.functional.adagrad_foreach`; ``False`` the single-tensor loop.
         Same numbers (bit for bit on a CPU); the multi-tensor path was faster on a
         200-tensor, one-million-parameter model on a shared 2-core CPU (a whole ``step``

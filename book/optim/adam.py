@@ -49,7 +49,8 @@ class Adam(ListOptimizer):
     creates the state lazily (at a parameter's first step) and loops.
 
     Note:
-        **foreach.** With ``foreach=None`` (the default) or ``True`` each step runs
+        **foreach.** With ``foreach=None`` (the default; on a CPU not for one tensor or over 4M elements,
+        see :func:`book.optim._base.use_foreach`) or ``True`` each step runs
         :func:`book.optim.functional.adam_foreach`, one ``torch._foreach_*`` call per
         operation for all the parameters of a group; ``foreach=False`` runs the
         single-tensor kernel once per parameter. Both give the same numbers (bit for bit

@@ -46,7 +46,8 @@ class Adamax(ListOptimizer):
     in :func:`book.optim.functional.adamax`.
 
     Note:
-        **foreach.** ``foreach=None`` (the default) or ``True`` runs
+        **foreach.** ``foreach=None`` (the default; on a CPU not for one tensor or over 4M elements,
+        see :func:`book.optim._base.use_foreach`) or ``True`` runs
         :func:`book.optim.functional.adamax_foreach`; ``False`` the single-tensor loop.
         Same numbers (bit for bit on a CPU, where both also equal
         ``torch.optim.Adamax``'s multi-tensor path bit for bit). It is the default, as for the other

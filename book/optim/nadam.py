@@ -53,7 +53,8 @@ class NAdam(ListOptimizer):
     and loops.
 
     Note:
-        **foreach.** ``foreach=None`` (the default) or ``True`` runs
+        **foreach.** ``foreach=None`` (the default; on a CPU not for one tensor or over 4M elements,
+        see :func:`book.optim._base.use_foreach`) or ``True`` runs
         :func:`book.optim.functional.nadam_foreach`; ``False`` the single-tensor loop. Same
         numbers (bit for bit on a CPU). It is the default, as for the other adaptive
         optimizers; a rough check (~200 tensors, 1.6M parameters, one thread of a shared

@@ -54,7 +54,8 @@ class RMSprop(ListOptimizer):
         (Graves 2013) divides by an estimate of the gradient's standard deviation instead
         of its root mean square; it can be much smaller, so the steps are larger.
 
-        **foreach.** ``foreach=None`` (the default) or ``True`` runs
+        **foreach.** ``foreach=None`` (the default; on a CPU not for one tensor or over 4M elements,
+        see :func:`book.optim._base.use_foreach`) or ``True`` runs
         :func:`book.optim.functional.rmsprop_foreach`; ``False`` the single-tensor loop.
         Both give the same numbers (bit for bit on a CPU). The multi-tensor path is the
         default because it was faster on a 200-tensor, one-million-parameter model on a

@@ -78,7 +78,8 @@ class SGD(Optimizer):
         taken at the stored parameters rather than at a look-ahead point. It requires
         ``momentum > 0`` and ``dampening = 0``.
 
-        **foreach.** ``foreach=None`` (the default) or ``True`` runs
+        **foreach.** ``foreach=None`` (the default; on a CPU not for one tensor or over 4M elements,
+        see :func:`book.optim._base.use_foreach`) or ``True`` runs
         :func:`book.optim.functional.sgd_foreach`, one ``torch._foreach_*`` call per
         operation for all the parameters of a group; ``foreach=False`` runs
         :func:`book.optim.functional.sgd` once per parameter. Both give the same numbers
