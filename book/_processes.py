@@ -43,8 +43,8 @@ def stop_helpers_at_shutdown() -> bool:
     except ImportError:
         return False
     shell = get_ipython()
-    if shell is None or not hasattr(shell, "observe"):
-        return False
+    if getattr(shell, "kernel", None) is None or not hasattr(shell, "observe"):
+        return False  # not a kernel's shell (a terminal IPython, or a shell some test created): nothing waits
     if not getattr(shell, "_book_stops_helpers", False):
         shell.observe(_on_exit_now, names="exit_now")
         shell._book_stops_helpers = True

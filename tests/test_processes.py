@@ -20,7 +20,8 @@ assert p.exitcode == 0
 
 def _kernel_exit_code(code: str) -> int:
     """Run ``code`` in a fresh kernel, ask it to shut down as nbclient does, and return its exit code."""
-    km = jupyter_client.KernelManager(kernel_name="python3")
+    # Unix sockets, not TCP ports: no race for a port with the kernels that other test processes start
+    km = jupyter_client.KernelManager(kernel_name="python3", transport="ipc")
     km.shutdown_wait_time = 6.0  # the client waits 3 s before it sends SIGTERM
     km.start_kernel(extra_arguments=["--HistoryManager.hist_file=:memory:"])
     try:
@@ -48,6 +49,9 @@ def test_a_kernel_with_worker_processes_exits_by_itself_with_the_hook():
 
 
 def test_the_hook_does_nothing_outside_a_kernel():
+    from IPython.core.interactiveshell import InteractiveShell
+
     from book._processes import stop_helpers_at_shutdown
 
+    InteractiveShell.instance()  # a shell, as a terminal IPython (or another test) makes: not a kernel's
     assert stop_helpers_at_shutdown() is False
