@@ -425,6 +425,33 @@ def _stratified_order(y: Tensor, split, gen) -> tuple[Tensor, tuple[int, int, in
     return torch.cat(order), tuple(len(o) for o in order)
 
 
+def _digits_arrays():
+    """The 1,797 digits as scikit-learn ships them: ``(pixels (1797, 64) float64 in 0..16, labels (1797,))``.
+
+    Read from scikit-learn's bundled ``datasets/data/digits.csv.gz`` (each row: 64 pixels, then the label), as
+    ``sklearn.datasets.load_digits`` reads it, but without importing scikit-learn, whose import (SciPy with it)
+    took 0.7 s of every chapter that uses the digits. Where the file is not found, ``load_digits`` itself.
+    A test checks that both give the same arrays.
+    """
+    import gzip
+    import importlib.util
+    import os
+
+    import numpy as np
+
+    spec = importlib.util.find_spec("sklearn")
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = os.path.join(folder, "datasets", "data", "digits.csv.gz")
+        if os.path.exists(path):
+            with gzip.open(path, "rt") as f:
+                table = np.loadtxt(f, delimiter=",")
+            return table[:, :-1], table[:, -1].astype(int)
+    from sklearn.datasets import load_digits  # imported only here: only the digits need scikit-learn
+
+    raw = load_digits()
+    return raw.data, raw.target
+
+
 def digits(
     seed: int = 0,
     device=None,
@@ -458,11 +485,9 @@ def digits(
         E. Alpaydin and C. Kaynak, "Optical Recognition of Handwritten Digits", UCI Machine
         Learning Repository (1998); scikit-learn's ``sklearn.datasets.load_digits``.
     """
-    from sklearn.datasets import load_digits  # imported here: only this function needs scikit-learn
-
-    raw = load_digits()
-    X = torch.as_tensor(raw.data, dtype=torch.float64) / 16.0  # (1797, 64), pixels in [0, 1]
-    y = torch.as_tensor(raw.target, dtype=torch.int64)  # (1797,)
+    pixels, labels = _digits_arrays()
+    X = torch.as_tensor(pixels, dtype=torch.float64) / 16.0  # (1797, 64), pixels in [0, 1]
+    y = torch.as_tensor(labels, dtype=torch.int64)  # (1797,)
     gen = torch.Generator().manual_seed(seed)
     if stratify:
         order, counts = _stratified_order(y, split, gen)

@@ -101,6 +101,23 @@ def test_digits_are_sklearns_digits_scaled():
     assert float(ds.train.X.min()) == 0.0 and float(ds.train.X.max()) == 1.0
 
 
+def test_digits_read_from_the_bundled_file_equal_load_digits(monkeypatch):
+    """book.data reads scikit-learn's bundled CSV itself (no scikit-learn import); where it cannot find the
+    file it calls load_digits. Both give load_digits' arrays."""
+    import importlib.util
+
+    from sklearn.datasets import load_digits
+
+    from book.data import _digits_arrays
+
+    raw = load_digits()
+    from_file = _digits_arrays()
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # no file found: the fallback
+    for pixels, labels in (from_file, _digits_arrays()):
+        np.testing.assert_array_equal(pixels, raw.data)
+        np.testing.assert_array_equal(labels, raw.target)
+
+
 def test_digits_split_is_stratified():
     ds = digits(seed=5)
     y_all = torch.cat([ds.train.y, ds.val.y, ds.test.y])
