@@ -18,7 +18,7 @@ KERNELS = sorted([*(BOOK / "optim").glob("*.py"), *(BOOK / "practice").glob("*.p
                   *(BOOK / f"{name}.py" for name in
                     ("schedules", "losses", "normalization", "regularization", "gd", "landscapes", "precision", "scaling",
                      "sharpness", "checks", "utils"))])
-ABOVE = {"train", "data", "plotting", "widgets", "grading", "speed"}
+ABOVE = {"train", "data", "plotting", "widgets", "grading", "speed", "runs"}
 
 
 def imported_book_modules(path: Path) -> list[tuple[int, str]]:
