@@ -439,8 +439,7 @@ def _digits_arrays():
 
     import numpy as np
 
-    spec = importlib.util.find_spec("sklearn")
-    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+    for folder in getattr(importlib.util.find_spec("sklearn"), "submodule_search_locations", None) or []:
         path = os.path.join(folder, "datasets", "data", "digits.csv.gz")
         if os.path.exists(path):
             with gzip.open(path, "rt") as f:

@@ -74,7 +74,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from book import checks
-from book._processes import stop_helpers_at_shutdown
+from book._processes import worker_context
 
 __all__ = [
     "launch",
@@ -163,17 +163,6 @@ def _write(path: Path, obj) -> None:
     with open(tmp, "wb") as f:
         pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
     os.replace(tmp, path)
-
-
-def _start_context():
-    """forkserver where the platform has it, with torch and this module imported once in the server, else spawn."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        # the server imports torch once, and torch._dynamo (which the first optimizer a process builds imports,
-        # about a second); each rank forks from it with these modules loaded
-        ctx.set_forkserver_preload([__name__, "torch._dynamo"])
-        return ctx
-    return multiprocessing.get_context("spawn")
 
 
 def _worker_entry(rank: int, world_size: int, payload: bytes, backend: str, init_method: str,
@@ -336,8 +325,9 @@ def launch(fn: Callable[..., Any], world_size: int, *args, backend: str | None =
         raise TypeError(f"launch cannot send the arguments to the spawned processes: {exc}. "
                         f"Arguments must be picklable (numbers, strings, lists, dicts, tensors)") from exc
 
-    ctx = _start_context()
-    stop_helpers_at_shutdown()  # in a notebook: the forkserver must not delay the kernel's shutdown
+    # a forkserver that imports torch once, and torch._dynamo (which the first optimizer a process builds imports,
+    # about a second); each rank forks from it with these modules loaded
+    ctx = worker_context([__name__, "torch._dynamo"])
     folder = Path(tempfile.mkdtemp(prefix="book-launch-"))
     init_method = "file://" + str(folder / "rendezvous")
     procs = []

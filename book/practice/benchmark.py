@@ -608,17 +608,6 @@ def optuna_worker(
         torch.set_num_threads(threads)
 
 
-def _start_context():
-    """forkserver where the platform has it (torch and Optuna imported once, in the server), else spawn."""
-    import multiprocessing
-
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload([__name__, "optuna"])  # each worker forks with them loaded
-        return ctx
-    return multiprocessing.get_context("spawn")
-
-
 def _worker_entry(error_path: str, environ: dict, *args) -> None:
     """Run :func:`optuna_worker`; on an error, write its traceback where the parent reads it."""
     try:
@@ -679,7 +668,7 @@ def run_parallel_study(
     """
     import optuna
 
-    from book._processes import stop_helpers_at_shutdown
+    from book._processes import worker_context
 
     if not isinstance(benchmark, TabularBenchmark):
         raise TypeError(f"benchmark must be a TabularBenchmark, got {type(benchmark).__name__}")
@@ -698,8 +687,7 @@ def run_parallel_study(
         storage = _journal(journal_path)
         optuna.create_study(study_name=study_name, storage=storage, direction="minimize", load_if_exists=True)
 
-        ctx = _start_context()
-        stop_helpers_at_shutdown()  # in a notebook: the forkserver must not delay the kernel's shutdown
+        ctx = worker_context([__name__, "optuna"])  # each worker forks with this module and Optuna loaded
         procs = []
         for i in range(n_workers):
             err = os.path.join(folder, f"worker-{i}.err")
