@@ -39,12 +39,14 @@ def workers(n_runs: int, limit: int | None = None) -> int:
     return max(n, 1)
 
 
-def run_all(fn: Callable, arguments: Iterable[Sequence], limit: int | None = None) -> list:
+def run_all(fn: Callable, arguments: Iterable[Sequence], limit: int | None = None,
+            progress: str | None = None) -> list:
     """``[fn(*args) for args in arguments]``, computed in :func:`workers` processes, in order.
 
     ``fn`` must be a function defined at the top level of a module or notebook (the workers find it by
     name), and its arguments and results picklable: numbers, strings, tensors, modules, optimizers,
-    dictionaries of them. An exception in a run is raised here.
+    dictionaries of them. An exception in a run is raised here. ``progress``: a description for a
+    ``tqdm`` bar over the runs, advanced as each one returns (none when ``None``).
 
     Example:
         >>> run_all(pow, [(2, 3), (3, 2)])
@@ -52,9 +54,25 @@ def run_all(fn: Callable, arguments: Iterable[Sequence], limit: int | None = Non
     """
     arguments = [tuple(args) for args in arguments]
     n = workers(len(arguments), limit)
-    if n == 1:
-        return [fn(*args) for args in arguments]
-    import multiprocessing
+    from tqdm.auto import tqdm
 
-    with multiprocessing.get_context("fork").Pool(n) as pool:
-        return pool.starmap(fn, arguments, chunksize=1)
+    with tqdm(total=len(arguments), desc=progress, unit="run", disable=progress is None) as bar:
+        if n == 1:
+            results = []
+            for args in arguments:
+                results.append(fn(*args))
+                bar.update(1)
+            return results
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(n) as pool:
+            results = []
+            for result in pool.imap(_apply, [(fn, args) for args in arguments], chunksize=1):
+                results.append(result)
+                bar.update(1)
+            return results
+
+
+def _apply(call: tuple[Callable, tuple]) -> object:
+    fn, args = call
+    return fn(*args)

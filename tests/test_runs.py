@@ -66,3 +66,11 @@ def test_a_failing_run_raises_here(one_thread):
 def test_docstring_examples():
     result = doctest.testmod(runs, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 1 and result.failed == 0
+
+
+def test_a_progress_bar_counts_the_runs(one_thread, capsys):
+    assert run_all(pow, [(2, 3), (3, 2), (2, 2)], progress="powers") == [8, 9, 4]
+    err = capsys.readouterr().err
+    assert "powers" in err and "3/3" in err
+    run_all(pow, [(2, 3), (3, 2)])
+    assert capsys.readouterr().err == ""  # no bar unless asked
