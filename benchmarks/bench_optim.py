@@ -292,7 +292,9 @@ def format_table(results: dict) -> str:
         f"spread over the run): {m['triad_gbps']:.1f} GB/s",
         "ms/step: median over the repeats; best: the fastest repeat. "
         "ratios (of medians): time / torch default (torch's foreach=None pick, marked *) and time / torch fused; "
-        "<1 is faster. %BW: bytes the algorithm must move / time / triad bandwidth.",
+        "<1 is faster. %BW: bytes the algorithm must move / time / triad bandwidth. It can pass 100 %: the "
+        "triad's store to a fresh array first reads the line (write-allocate: 16 B move per 12 B counted), while "
+        "a step writes back lines it has just read; at 1M the arrays also fit in the cache.",
         "",
         f"{'optimizer':<9} {'size':>5} {'layout':<6} {'variant':<14} {'ms/step':>9} {'best':>8} {'/default':>8} "
         f"{'/fused':>7} {'GB/s':>6} {'%BW':>5}  note",
