@@ -42,11 +42,6 @@ def _grad(p: Tensor, name: str) -> Tensor:
     return p.grad
 
 
-def _check_tensor_lr(lr) -> None:
-    if isinstance(lr, Tensor) and lr.numel() != 1:
-        raise ValueError("Tensor lr must be 1-element")
-
-
 class Adafactor(ListOptimizer):
     r"""Adafactor (Shazeer & Stern, 2018): ``torch.optim.Adafactor``'s twin.
 
@@ -181,7 +176,7 @@ class Adafactor(ListOptimizer):
         foreach: bool | None = None,
         maximize: bool = False,
     ) -> None:
-        _check_tensor_lr(lr)
+        checks.tensor_lr(lr)
         checks.optim_arg(lr, "learning rate", message="Learning rate should be >= 0 but is: {value}")
         checks.optim_arg(beta2_decay, "beta2_decay", low=None, high=0.0,
                          message="beta2_decay should be <= 0 but is: {value}")
@@ -369,7 +364,7 @@ class Muon(ListOptimizer):
         *,
         ns_dtype: torch.dtype | None = torch.bfloat16,
     ) -> None:
-        _check_tensor_lr(lr)
+        checks.tensor_lr(lr)
         checks.optim_arg(lr, "learning rate", message="Learning rate should be >= 0 but is: {value}")
         checks.optim_arg(momentum, "momentum", message="momentum should be >= 0 but is: {value}")
         checks.optim_arg(weight_decay, "weight decay", message="weight decay should be >= 0 but is: {value}")
