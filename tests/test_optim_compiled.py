@@ -486,3 +486,22 @@ def test_a_new_constant_hyperparameter_compiles_again_and_stays_right(compiles):
         F.adam(kernel[0], grad, *kernel[1:], lr=0.01, betas=betas)
     for name, a, b in zip(["param", "exp_avg", "exp_avg_sq"], ours, kernel):
         _assert_close(a, b, name)
+
+
+def test_vector_width_is_torchs_own_on_x86_and_a_users_choice_is_kept(monkeypatch):
+    import platform
+
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config.cpp, "simdlen", None)
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    with compiled._vector_width():
+        assert inductor_config.cpp.simdlen == 256  # AVX2, as ATen's _fused_adam_ runs on an AVX-512 CPU
+    assert inductor_config.cpp.simdlen is None  # restored after the compile
+    monkeypatch.setattr(inductor_config.cpp, "simdlen", 512)
+    with compiled._vector_width():
+        assert inductor_config.cpp.simdlen == 512  # the user's setting wins
+    monkeypatch.setattr(inductor_config.cpp, "simdlen", None)
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    with compiled._vector_width():
+        assert inductor_config.cpp.simdlen is None  # other CPUs keep TorchInductor's pick

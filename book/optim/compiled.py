@@ -293,10 +293,32 @@ def _with_captured_scalars(kind: str, fn: Callable[..., None], args: tuple) -> N
     dynamo_config.specialize_float = True
     torch._dynamo.mark_static(args[_argument_names(kind).index("scalars")])
     try:
-        fn(*args)
+        with _vector_width():
+            fn(*args)
     finally:
         (dynamo_config.capture_scalar_outputs, dynamo_config.recompile_limit,
          dynamo_config.specialize_float) = before
+
+
+def _vector_width():
+    """On an x86 CPU, TorchInductor's C++ loops in 256-bit vectors (AVX2), the width of torch's own CPU kernels.
+
+    TorchInductor picks the widest vectors the CPU has, 512 bits on an AVX-512 machine. ATen's
+    elementwise kernels, ``_fused_adam_`` and ``_fused_sgd_`` among them, run their AVX2 build there:
+    ``REGISTER_DISPATCH`` leaves the AVX-512 slot empty unless a kernel opts in, since many kernels run
+    no faster on 512-bit vectors and the CPU may lower its clock for them. An Adam step over cached data
+    is bound by its square root and two divisions per element, and on the machine where this was measured
+    (``benchmarks/RESULTS.md``) the 512-bit loop took 5-10 % longer than the same loop in 256 bits. A
+    width set by the user (``torch._inductor.config.cpp.simdlen``) is kept, and other CPUs keep theirs.
+    """
+    import contextlib
+    import platform
+
+    import torch._inductor.config as inductor_config
+
+    if inductor_config.cpp.simdlen is not None or platform.machine().lower() not in ("x86_64", "amd64"):
+        return contextlib.nullcontext()
+    return inductor_config.patch({"cpp.simdlen": 256})
 
 
 _last_scalars: list = [None, None]  # (values, device) and their tensor: reused while they repeat (SGD's lr)
