@@ -6,14 +6,12 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from book.data import digits, minibatches
-from book.runs import workers
 from book.practice.benchmark import (
     TabularBenchmark,
     epochs_used,
@@ -283,20 +281,24 @@ def test_a_diverged_config_does_not_touch_the_others(data, one_thread):
         assert torch.equal(getattr(wild, key)[:2], getattr(calm, key))
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="worker processes are forked on Linux only")
-def test_a_grid_split_over_worker_processes_is_the_grid_trained_at_once(data, one_thread):
+def test_shares_of_the_learning_rates_concatenate_to_the_grid_trained_at_once(data, one_thread):
     Xt, yt, Xv, yv = data
     kw = dict(weight_decays=[1e-4, 1e-2], epochs=3, batch_size=50, hidden=8, seed=5, progress=False)
     lrs = [0.01, 0.03, 0.1, 1e4]  # the last share holds a diverging row
-    if workers(len(lrs)) < 2:
-        pytest.skip("one core here: the grid trains in this process")
-    split = train_grid(Xt, yt, Xv, yv, lrs, **kw)
-    whole = train_grid(Xt, yt, Xv, yv, lrs, parallel=False, **kw)
+    whole = train_grid(Xt, yt, Xv, yv, lrs, **kw)
+    split = TabularBenchmark.concat([train_grid(Xt, yt, Xv, yv, lrs[:1], **kw), train_grid(Xt, yt, Xv, yv, lrs[1:], **kw)])
     assert split.diverged[-1].all() and not split.diverged[:-1].any()
     for key in ("val_loss", "val_acc", "train_loss"):  # bit for bit, NaN where the whole grid has NaN
         a, b = getattr(split, key), getattr(whole, key)
         assert torch.equal(torch.isnan(a), torch.isnan(b)) and torch.equal(a.nan_to_num(0), b.nan_to_num(0)), key
-    assert split.n_params == whole.n_params and split.settings == whole.settings
+    assert torch.equal(split.lrs, whole.lrs) and split.n_params == whole.n_params and split.settings == whole.settings
+    other = train_grid(Xt, yt, Xv, yv, lrs[1:], **{**kw, "epochs": 2})
+    with pytest.raises(ValueError, match="not shares of one grid"):
+        TabularBenchmark.concat([train_grid(Xt, yt, Xv, yv, lrs[:1], **kw), other])
+    with pytest.raises(ValueError, match="must increase"):
+        TabularBenchmark.concat([train_grid(Xt, yt, Xv, yv, lrs[1:], **kw), train_grid(Xt, yt, Xv, yv, lrs[:1], **kw)])
+    with pytest.raises(ValueError, match="at least one"):
+        TabularBenchmark.concat([])
 
 
 @pytest.fixture(scope="module")

@@ -145,7 +145,6 @@ def train_grid(
     seed: int = 0,
     num_classes: int | None = None,
     progress: bool = True,
-    parallel: bool = True,
 ) -> "TabularBenchmark":
     r"""Train a small classifier for every (learning rate, weight decay) of a grid, all at once.
 
@@ -191,13 +190,7 @@ def train_grid(
         momentum: :math:`\mu \in [0, 1)`.
         seed: seeds the initial weights and the minibatch order (not the global generator).
         num_classes: C; inferred from the labels (largest + 1) when ``None``.
-        progress: show a ``tqdm`` progress bar over the epochs (over the worker processes'
-            shares of the grid when ``parallel`` splits it).
-        parallel: on a CPU, split the learning rates into one contiguous share per core and
-            train the shares in worker processes (:func:`book.runs.run_all`, which decides
-            whether forking is safe and pays here; otherwise the whole grid trains in this
-            process). The networks share nothing, so the table is the same either way (a
-            test compares them bit for bit).
+        progress: show a ``tqdm`` progress bar over the epochs.
 
     Returns:
         A :class:`TabularBenchmark` whose ``val_loss[i, j, e]`` is the validation loss of
@@ -234,38 +227,6 @@ def train_grid(
         num_classes = int(max(y_train.max(), y_val.max())) + 1
     num_classes = checks.integer(num_classes, "num_classes", 2)
 
-    from book.runs import run_all, workers
-
-    A, B = len(lr_grid), len(wd_grid)
-    n_workers = workers(A) if parallel and X_train.device.type == "cpu" else 1
-    args = (X_train, y_train, X_val, y_val, wd_grid, epochs, batch_size, hidden, momentum, seed, num_classes)
-    if n_workers == 1:
-        parts = [_train_rows(lr_grid, *args, progress=progress)]
-    else:  # contiguous shares of the learning rates, one per worker
-        bounds = [A * w // n_workers for w in range(n_workers + 1)]
-        parts = run_all(_train_rows, [(lr_grid[a:b], *args) for a, b in zip(bounds, bounds[1:])],
-                        progress=f"train {A * B} configs in {n_workers} processes" if progress else None)
-    shape = (A, B, epochs)
-    val_loss, val_acc, train_loss = (torch.cat([part[m] for part in parts]).view(shape) for m in _METRICS)
-    return TabularBenchmark(
-        lrs=lr_grid,
-        weight_decays=wd_grid,
-        epochs=epochs,
-        val_loss=val_loss,
-        val_acc=val_acc,
-        train_loss=train_loss,
-        n_params=parts[0]["n_params"],
-        settings=dict(batch_size=batch_size, hidden=hidden, momentum=momentum, seed=seed,
-                      num_classes=num_classes, n_train=len(X_train), n_val=len(X_val),
-                      dtype=str(X_train.dtype).replace("torch.", "")),
-    )
-
-
-def _train_rows(lr_grid: Tensor, X_train: Tensor, y_train: Tensor, X_val: Tensor, y_val: Tensor, wd_grid: Tensor,
-                epochs: int, batch_size: int, hidden: int, momentum: float, seed: int, num_classes: int,
-                progress: bool = False) -> dict:
-    """:func:`train_grid`'s training, for the rows ``lr_grid`` of the grid (all of it, or one worker's share):
-    the metrics as ``(len(lr_grid) * len(wd_grid), epochs)`` tensors, and ``n_params``."""
     dev, dtype = X_train.device, X_train.dtype
     X_val, y_train, y_val = X_val.to(dev, dtype), y_train.to(dev), y_val.to(dev)
     n, d = X_train.shape
@@ -331,7 +292,18 @@ def _train_rows(lr_grid: Tensor, X_train: Tensor, y_train: Tensor, X_val: Tensor
 
     gone = torch.arange(epochs)[None, :] >= died[:, None]  # (K, epochs): at or after divergence
     val_loss[gone], train_loss[gone], val_acc[gone] = math.inf, math.inf, math.nan
-    return dict(val_loss=val_loss, val_acc=val_acc, train_loss=train_loss, n_params=sum(p[0].numel() for p in params))
+    shape = (A, B, epochs)
+    return TabularBenchmark(
+        lrs=lr_grid,
+        weight_decays=wd_grid,
+        epochs=epochs,
+        val_loss=val_loss.view(shape),
+        val_acc=val_acc.view(shape),
+        train_loss=train_loss.view(shape),
+        n_params=sum(p[0].numel() for p in params),
+        settings=dict(batch_size=batch_size, hidden=hidden, momentum=momentum, seed=seed,
+                      num_classes=num_classes, n_train=n, n_val=len(X_val), dtype=str(dtype).replace("torch.", "")),
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -368,6 +340,38 @@ class TabularBenchmark:
     train_loss: Tensor
     n_params: int
     settings: dict = field(default_factory=dict)
+
+    @classmethod
+    def concat(cls, parts: list["TabularBenchmark"]) -> "TabularBenchmark":
+        """One table from tables of consecutive shares of the learning rates, in order.
+
+        The networks of :func:`train_grid` share nothing (each has its own weights, and all see the same
+        initial weights and minibatches), so training the rows of a grid in several calls, for example in
+        several processes, gives the rows of the grid trained at once. The parts must agree on everything
+        else: the weight decays, the epochs and the settings.
+
+        Example:
+            >>> from book.data import digits
+            >>> ds = digits(seed=0)
+            >>> parts = [train_grid(*ds.train, *ds.val, lrs=lrs, weight_decays=[1e-5, 1e-3], epochs=2,
+            ...                     progress=False) for lrs in ([0.01, 0.03], [0.1])]
+            >>> TabularBenchmark.concat(parts).val_loss.shape
+            torch.Size([3, 2, 2])
+        """
+        if not parts:
+            raise ValueError("concat needs at least one table")
+        first = parts[0]
+        for part in parts[1:]:
+            if (not torch.equal(part.weight_decays, first.weight_decays) or part.epochs != first.epochs
+                    or part.settings != first.settings or part.n_params != first.n_params):
+                raise ValueError("the tables differ in more than their learning rates (weight decays, epochs or "
+                                 "settings): they are not shares of one grid")
+        lrs = torch.cat([part.lrs for part in parts])
+        if (lrs[1:] <= lrs[:-1]).any():
+            raise ValueError(f"the learning rates must increase from one table to the next, got {lrs.tolist()}")
+        return cls(lrs=lrs, weight_decays=first.weight_decays, epochs=first.epochs,
+                   **{m: torch.cat([getattr(part, m) for part in parts]) for m in _METRICS},
+                   n_params=first.n_params, settings=dict(first.settings))
 
     # -- lookups ------------------------------------------------------------
 
