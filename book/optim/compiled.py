@@ -304,12 +304,13 @@ def _vector_width():
     """On an x86 CPU, TorchInductor's C++ loops in 256-bit vectors (AVX2), the width of torch's own CPU kernels.
 
     TorchInductor picks the widest vectors the CPU has, 512 bits on an AVX-512 machine. ATen's
-    elementwise kernels, ``_fused_adam_`` and ``_fused_sgd_`` among them, run their AVX2 build there:
-    ``REGISTER_DISPATCH`` leaves the AVX-512 slot empty unless a kernel opts in, since many kernels run
-    no faster on 512-bit vectors and the CPU may lower its clock for them. An Adam step over cached data
-    is bound by its square root and two divisions per element, and on the machine where this was measured
-    (``benchmarks/RESULTS.md``) the 512-bit loop took 5-10 % longer than the same loop in 256 bits. A
-    width set by the user (``torch._inductor.config.cpp.simdlen``) is kept, and other CPUs keep theirs.
+    ``_fused_adam_`` runs its AVX2 build there (a profile shows 256-bit instructions in its loop):
+    ``REGISTER_DISPATCH`` leaves a kernel's AVX-512 slot empty unless the kernel opts in, since many
+    kernels run no faster on 512-bit vectors and the CPU may lower its clock for them. An Adam step over
+    cached data is bound by its square root and two divisions per element; on the machine where this was
+    measured (``benchmarks/RESULTS.md``), the 512-bit loop took 6-7 % longer than the same loop in 256
+    bits (1M parameters, one thread). A width set by the user (``torch._inductor.config.cpp.simdlen``) is
+    kept, and other CPUs keep TorchInductor's choice.
     """
     import contextlib
     import platform
