@@ -52,25 +52,20 @@ def run_all(fn: Callable, arguments: Iterable[Sequence], limit: int | None = Non
         >>> run_all(pow, [(2, 3), (3, 2)])
         [8, 9]
     """
-    arguments = [tuple(args) for args in arguments]
-    n = workers(len(arguments), limit)
+    calls = [(fn, tuple(args)) for args in arguments]
+    n = workers(len(calls), limit)
+    import contextlib
+    import multiprocessing
+
     from tqdm.auto import tqdm
 
-    with tqdm(total=len(arguments), desc=progress, unit="run", disable=progress is None) as bar:
-        if n == 1:
-            results = []
-            for args in arguments:
-                results.append(fn(*args))
-                bar.update(1)
-            return results
-        import multiprocessing
-
-        with multiprocessing.get_context("fork").Pool(n) as pool:
-            results = []
-            for result in pool.imap(_apply, [(fn, args) for args in arguments], chunksize=1):
-                results.append(result)
-                bar.update(1)
-            return results
+    with (multiprocessing.get_context("fork").Pool(n) if n > 1 else contextlib.nullcontext()) as pool, \
+            tqdm(total=len(calls), desc=progress, unit="run", disable=progress is None) as bar:
+        results = []
+        for result in (pool.imap(_apply, calls, chunksize=1) if pool is not None else map(_apply, calls)):
+            results.append(result)
+            bar.update(1)
+        return results
 
 
 def _apply(call: tuple[Callable, tuple]) -> object:

@@ -285,19 +285,12 @@ def _with_captured_scalars(kind: str, fn: Callable[..., None], args: tuple) -> N
     """
     import torch._dynamo.config as dynamo_config
 
-    before = (dynamo_config.capture_scalar_outputs, dynamo_config.recompile_limit, dynamo_config.specialize_float)
-    dynamo_config.capture_scalar_outputs = True
+    torch._dynamo.mark_static(args[_argument_names(kind).index("scalars")])
     # each option set and constant (betas, eps, momentum, weight decay) is one variant of the same code: allow
     # more than TorchDynamo's default 8 of them, for ours only (the limit is read when a variant compiles)
-    dynamo_config.recompile_limit = max(before[1], RECOMPILE_LIMIT)
-    dynamo_config.specialize_float = True
-    torch._dynamo.mark_static(args[_argument_names(kind).index("scalars")])
-    try:
-        with _vector_width():
-            fn(*args)
-    finally:
-        (dynamo_config.capture_scalar_outputs, dynamo_config.recompile_limit,
-         dynamo_config.specialize_float) = before
+    with dynamo_config.patch(capture_scalar_outputs=True, specialize_float=True,
+                             recompile_limit=max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)), _vector_width():
+        fn(*args)
 
 
 def _vector_width():

@@ -176,7 +176,6 @@ class Adafactor(ListOptimizer):
         foreach: bool | None = None,
         maximize: bool = False,
     ) -> None:
-        checks.tensor_lr(lr)
         checks.optim_arg(lr, "learning rate", message="Learning rate should be >= 0 but is: {value}")
         checks.optim_arg(beta2_decay, "beta2_decay", low=None, high=0.0,
                          message="beta2_decay should be <= 0 but is: {value}")
@@ -364,7 +363,6 @@ class Muon(ListOptimizer):
         *,
         ns_dtype: torch.dtype | None = torch.bfloat16,
     ) -> None:
-        checks.tensor_lr(lr)
         checks.optim_arg(lr, "learning rate", message="Learning rate should be >= 0 but is: {value}")
         checks.optim_arg(momentum, "momentum", message="momentum should be >= 0 but is: {value}")
         checks.optim_arg(weight_decay, "weight decay", message="weight decay should be >= 0 but is: {value}")

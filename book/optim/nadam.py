@@ -129,7 +129,6 @@ class NAdam(ListOptimizer):
         foreach: bool | None = None,
         maximize: bool = False,
     ) -> None:
-        checks.tensor_lr(lr)
         checks.optim_arg(lr, "learning rate")
         checks.optim_arg(eps, "epsilon value")
         checks.optim_arg(betas[0], "beta parameter at index 0", high=1.0, high_inclusive=False)
